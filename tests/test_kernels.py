@@ -1,0 +1,331 @@
+"""The kernels against a plain numpy int64 model of the accumulator and against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from accelsim.kernels import (
+    Accumulator,
+    binary_conv2d_acc,
+    binary_matmul_acc,
+    conv2d_acc,
+    matmul_acc,
+    pack_bipolar,
+    requantize,
+)
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+# (dtype, lowest, highest): u8, s8, int4 and 2-bit ranges in 8-bit arrays, int16, u16 in int32.
+VALUE_TYPES = [
+    (np.uint8, 0, 255),
+    (np.int8, -128, 127),
+    (np.int8, -8, 7),
+    (np.uint8, 0, 3),
+    (np.int16, -32768, 32767),
+    (np.int32, 0, 65535),
+]
+
+
+# ---------------------------------------------------------------- numpy reference
+
+
+def ref_products(x, w, x_zp, w_zp, strides, pads, dilations, group):
+    """(N, O, OH, OW, K) int64 products in the reduction order (c, ky, kx)."""
+    nb, channels, h, wd = x.shape
+    o_ch, cg, kh, kw = w.shape
+    og = o_ch // group
+    pt, pl, pb, pr = pads
+    xp = np.full((nb, channels, h + pt + pb, wd + pl + pr), x_zp, dtype=np.int64)
+    xp[:, :, pt : pt + h, pl : pl + wd] = x
+    xp -= x_zp
+    oh = (h + pt + pb - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (wd + pl + pr - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    cols = np.empty((nb, channels, kh, kw, oh, ow), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dilations[0], kx * dilations[1]
+            cols[:, :, ky, kx] = xp[
+                :, :, y0 : y0 + strides[0] * (oh - 1) + 1 : strides[0],
+                x0 : x0 + strides[1] * (ow - 1) + 1 : strides[1],
+            ]
+    wc = w.astype(np.int64) - np.asarray(w_zp, dtype=np.int64).reshape(-1, 1, 1, 1)
+    prods = np.empty((nb, o_ch, oh, ow, cg * kh * kw), dtype=np.int64)
+    for o in range(o_ch):
+        g = o // og
+        xg = cols[:, g * cg : (g + 1) * cg].reshape(nb, cg * kh * kw, oh, ow)
+        prods[:, o] = np.moveaxis(xg, 1, -1) * wc[o].reshape(-1)
+    return prods
+
+
+def ref_accumulate(prods, bias, acc, channel_axis):
+    """The accumulator: exact sum wrapped to acc.bits, or clamped after every addition."""
+    shape = [1] * (prods.ndim - 1)
+    shape[channel_axis] = -1
+    b = np.zeros(1, np.int64) if bias is None else np.asarray(bias, np.int64)
+    b = np.broadcast_to(b.reshape(shape), prods.shape[:-1])
+    lo, hi = -(1 << (acc.bits - 1)), (1 << (acc.bits - 1)) - 1
+    if acc.overflow == "wrap":
+        total = b + prods.sum(axis=-1)
+        return ((total - lo) % (1 << acc.bits)) + lo
+    total = np.clip(b, lo, hi)
+    for k in range(prods.shape[-1]):
+        total = np.clip(total + prods[..., k], lo, hi)
+    return total
+
+
+# ---------------------------------------------------------------- strategies
+
+
+@st.composite
+def tensor(draw, shape, vtype):
+    dtype, lo, hi = vtype
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if draw(st.booleans()):
+        return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+    return rng.choice(np.array([lo, hi]), size=shape).astype(dtype)
+
+
+@st.composite
+def accumulators(draw):
+    return Accumulator(
+        bits=draw(st.sampled_from([8, 12, 16, 20, 24, 32, 40, 48])),
+        overflow=draw(st.sampled_from(["wrap", "saturate"])),
+    )
+
+
+@st.composite
+def conv_cases(draw):
+    group = draw(st.sampled_from([1, 1, 2, 3]))
+    depthwise = draw(st.booleans())
+    cg = 1 if depthwise else draw(st.integers(1, 3))
+    og = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    h = draw(st.integers(max(1, dil[0] * (kh - 1) + 1 - pads[0] - pads[2]), 7))
+    w = draw(st.integers(max(1, dil[1] * (kw - 1) + 1 - pads[1] - pads[3]), 7))
+    nb = draw(st.integers(1, 2))
+    xt, wt = draw(st.sampled_from(VALUE_TYPES)), draw(st.sampled_from(VALUE_TYPES))
+    x = draw(tensor((nb, cg * group, h, w), xt))
+    wts = draw(tensor((og * group, cg, kh, kw), wt))
+    x_zp = draw(st.integers(xt[1], xt[2]))
+    w_zp = np.array([draw(st.integers(wt[1], wt[2])) for _ in range(og * group)], np.int64)
+    bias = draw(st.none() | tensor((og * group,), (np.int32, -(2**31), 2**31 - 1)))
+    return x, wts, x_zp, w_zp, bias, strides, pads, dil, group
+
+
+# ---------------------------------------------------------------- integer kernels
+
+
+@SETTINGS
+@given(conv_cases(), accumulators())
+def test_conv_matches_reference(case, acc):
+    x, w, x_zp, w_zp, bias, strides, pads, dil, group = case
+    got = conv2d_acc(x, w, x_zp, w_zp, bias, strides, pads, dil, group, acc)
+    prods = ref_products(x, w, x_zp, w_zp, strides, pads, dil, group)
+    want = ref_accumulate(prods, bias, acc, channel_axis=1)
+    assert got.dtype == acc.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(
+    st.integers(1, 9), st.integers(1, 40), st.integers(1, 9),
+    st.sampled_from(VALUE_TYPES), st.sampled_from(VALUE_TYPES), accumulators(), st.data(),
+)
+def test_matmul_matches_reference(m, k, n, at, bt, acc, data):
+    a = data.draw(tensor((m, k), at))
+    b = data.draw(tensor((k, n), bt))
+    a_zp = data.draw(st.integers(at[1], at[2]))
+    b_zp = np.array([data.draw(st.integers(bt[1], bt[2])) for _ in range(n)], np.int64)
+    bias = data.draw(st.none() | tensor((n,), (np.int64, -(2**40), 2**40)))
+    got = matmul_acc(a, b, a_zp, b_zp, bias, acc)
+    prods = (a.astype(np.int64) - a_zp)[:, :, None] * (b.astype(np.int64) - b_zp)[None]
+    want = ref_accumulate(np.moveaxis(prods, 1, -1), bias, acc, channel_axis=1)
+    assert got.dtype == acc.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_saturation_order_is_bias_then_k():
+    """Clamping after every addition depends on the order; the documented one is bias, then k."""
+    a = np.array([[100, 100, -100]], np.int16)
+    b = np.array([[1], [1], [1]], np.int16)
+    acc = Accumulator(bits=8, overflow="saturate")
+    # clamp(-50) -> -50, +100 -> 50, +100 -> 127 (clamped), -100 -> 27
+    assert matmul_acc(a, b, 0, np.zeros(1, np.int64), np.array([-50]), acc)[0, 0] == 27
+    wrap = Accumulator(bits=8, overflow="wrap")
+    assert matmul_acc(a, b, 0, np.zeros(1, np.int64), np.array([-50]), wrap)[0, 0] == 50
+
+
+def test_accumulator_validates():
+    with pytest.raises(ValueError):
+        Accumulator(bits=4)
+    with pytest.raises(ValueError):
+        Accumulator(overflow="clip")
+
+
+# ---------------------------------------------------------------- onnxruntime
+
+
+def run_ort(node, inputs, out_type=TensorProto.INT32, initializers=()):
+    vis = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+        for k, v in inputs.items()
+    ]
+    graph = helper.make_graph(
+        [node], "g", vis, [helper.make_tensor_value_info(node.output[0], out_type, None)],
+        list(initializers),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, inputs)[0]
+
+
+# onnxruntime's u8 x s8 kernel on AVX2 without VNNI (vpmaddubsw) saturates a pair of products
+# at int16, so it is exact only when weights keep 7 bits (its reduce_range); s8 weights here do.
+ORT_TYPES = [
+    ((np.uint8, 0, 255), (np.uint8, 0, 255)),
+    ((np.uint8, 0, 255), (np.int8, -64, 63)),
+    ((np.int8, -128, 127), (np.int8, -128, 127)),
+]
+
+
+@SETTINGS
+@given(conv_cases(), st.sampled_from(ORT_TYPES), st.data())
+def test_conv_matches_onnxruntime_convinteger(case, types, data):
+    x, w, _, _, _, strides, pads, dil, group = case
+    (xt, wt) = types
+    x = data.draw(tensor(x.shape, xt))
+    w = data.draw(tensor(w.shape, wt))
+    x_zp = data.draw(st.integers(xt[1], xt[2]))
+    w_zp = data.draw(st.integers(wt[1], wt[2]))
+    node = helper.make_node(
+        "ConvInteger", ["x", "w", "xz", "wz"], ["y"], strides=list(strides), pads=list(pads),
+        dilations=list(dil), group=group,
+    )
+    inputs = {"x": x, "w": w, "xz": np.array(x_zp, x.dtype), "wz": np.array(w_zp, w.dtype)}
+    want = run_ort(node, inputs)
+    w_zps = np.full(w.shape[0], w_zp, np.int64)
+    got = conv2d_acc(x, w, x_zp, w_zps, None, strides, pads, dil, group)
+    np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(
+    st.integers(1, 9), st.integers(1, 300), st.integers(1, 9), st.sampled_from(ORT_TYPES),
+    st.booleans(), st.data(),
+)
+def test_matmul_matches_onnxruntime_matmulinteger(m, k, n, types, per_column, data):
+    at, bt = types
+    a = data.draw(tensor((m, k), at))
+    b = data.draw(tensor((k, n), bt))
+    a_zp = data.draw(st.integers(at[1], at[2]))
+    b_zp = np.array([data.draw(st.integers(bt[1], bt[2])) for _ in range(n if per_column else 1)])
+    node = helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])
+    inputs = {"a": a, "b": b, "az": np.array(a_zp, a.dtype), "bz": b_zp.astype(b.dtype)}
+    want = run_ort(node, inputs)
+    got = matmul_acc(a, b, a_zp, np.broadcast_to(b_zp, (n,)), None)
+    np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- binary kernels
+
+
+def test_pack_bipolar_bit_order():
+    v = -np.ones(70, np.int8)
+    v[[0, 3, 64, 69]] = 1
+    np.testing.assert_array_equal(pack_bipolar(v), np.array([9, 1 + 32], np.uint64))
+
+
+@SETTINGS
+@given(conv_cases(), st.data())
+def test_binary_conv_matches_integer_conv(case, data):
+    x, w, _, _, _, strides, pads, dil, group = case
+    x = data.draw(tensor(x.shape, (np.int8, -1, 1))) | 1
+    w = data.draw(tensor(w.shape, (np.int8, -1, 1))) | 1
+    got = binary_conv2d_acc(x, w, strides, pads, dil, group)
+    zeros = np.zeros(w.shape[0], np.int64)
+    want = conv2d_acc(x, w, 0, zeros, None, strides, pads, dil, group)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 200), st.integers(1, 9), st.data())
+def test_binary_matmul_matches_integer_matmul(m, k, n, data):
+    a = data.draw(tensor((m, k), (np.int8, -1, 1))) | 1
+    b = data.draw(tensor((k, n), (np.int8, -1, 1))) | 1
+    got = binary_matmul_acc(a, b)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b)
+
+
+def test_binary_conv_wide_reduction_and_padding():
+    rng = np.random.default_rng(0)
+    x = rng.choice(np.array([-1, 1], np.int8), size=(1, 70, 6, 5))
+    w = rng.choice(np.array([-1, 1], np.int8), size=(4, 70, 3, 3))
+    got = binary_conv2d_acc(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    want = conv2d_acc(x, w, 0, np.zeros(4, np.int64), None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- requantization
+
+
+def ort_qlinearmatmul(acc_row, a_scale, y_scale, y_zp, y_type):
+    """ORT's output row for accumulators acc_row (N,), made as a (1, 1) x (1, N) QLinearMatMul
+    with a = 1 and all zero points but y's 0, so that acc[n] = b[n] (int8)."""
+    b = np.asarray(acc_row).reshape(1, -1).astype(np.int8)
+    y_dtype = np.uint8 if y_type == TensorProto.UINT8 else np.int8
+    inputs = {"a": np.ones((1, 1), y_dtype), "b": b}
+    inits = [
+        onnx.numpy_helper.from_array(np.array(a_scale, np.float32), "as"),
+        onnx.numpy_helper.from_array(np.array(0, y_dtype), "az"),
+        onnx.numpy_helper.from_array(np.array(1.0, np.float32), "bs"),
+        onnx.numpy_helper.from_array(np.array(0, np.int8), "bz"),
+        onnx.numpy_helper.from_array(np.array(y_scale, np.float32), "ys"),
+        onnx.numpy_helper.from_array(np.array(y_zp, y_dtype), "yz"),
+    ]
+    node = helper.make_node(
+        "QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]
+    )
+    return run_ort(node, inputs, y_type, inits)[0]
+
+
+@SETTINGS
+@given(
+    st.sampled_from([0.5, 0.25, 1.5, 0.1, 0.37, 3.0, 0.0078125]),
+    st.sampled_from([1.0, 0.5, 0.3, 2.0, 0.0625]),
+    st.sampled_from([(TensorProto.UINT8, np.uint8, 0, 255), (TensorProto.INT8, np.int8, -128, 127)]),
+    st.data(),
+)
+def test_requantize_matches_onnxruntime_with_ties(a_scale, y_scale, ytype, data):
+    onnx_type, dtype, lo, hi = ytype
+    y_zp = data.draw(st.integers(lo, hi))
+    acc = np.arange(-128, 128, dtype=np.int32)
+    want = ort_qlinearmatmul(acc, a_scale, y_scale, y_zp, onnx_type)
+    multiplier = np.float32(np.float32(a_scale) * np.float32(1.0) / np.float32(y_scale))
+    got = requantize(acc, np.array([multiplier]), 0, y_zp, lo, hi, dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_requantize_rounds_half_to_even_per_channel():
+    acc = np.array([[1, 3, 5, -1, -3], [2, 6, 10, -2, -6]], np.int32)
+    got = requantize(acc, np.array([0.5, 0.25], np.float32), 0, 0, -128, 127, np.int8)
+    np.testing.assert_array_equal(got, [[0, 2, 2, 0, -2], [0, 2, 2, 0, -2]])
+
+
+def test_requantize_saturates_and_takes_wide_accumulators():
+    acc = np.array([2**40, -(2**40), 1000, -1000], np.int64)
+    got = requantize(acc, np.array([1.0], np.float32), 0, 10, 0, 255, np.uint8)
+    np.testing.assert_array_equal(got, [255, 0, 255, 0])
