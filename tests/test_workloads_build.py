@@ -19,6 +19,7 @@ WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 sys.path.insert(0, str(WORKLOADS))
 
 import cnn_digits
+import resnet18
 from digits_data import digits_split
 
 DIGITS_FILES = [cnn_digits.FLOAT_FILE, *cnn_digits.QUANTIZED]
@@ -111,3 +112,24 @@ def test_float_model_computes_the_numpy_forward_pass():
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(["logits"], {"input": x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet18_builds_identically_and_runs(tmp_path):
+    """Tests and benchmarks build it into a cache folder; two builds must be the same file."""
+    first = resnet18.build(tmp_path / "a")
+    second = resnet18.build(tmp_path / "b")
+    assert _sha256(first) == _sha256(second)
+    graph = onnx.load(first).graph
+    ops = [node.op_type for node in graph.node]
+    assert (ops.count("Conv"), ops.count("Add"), ops.count("Gemm")) == (20, 8, 1)
+    assert "Relu" not in ops  # folded into the zero points
+    sess = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.shape, out.name, out.shape) == (
+        "input",
+        [1, 3, 224, 224],
+        "logits",
+        [1, 1000],
+    )
+    logits = resnet18.check_runs(first)
+    assert len(np.unique(logits)) > 50
