@@ -2,7 +2,7 @@
 
 
 class AccelsimError(Exception):
-    """Base of every error caused by user input; the message names the file and the field or node."""
+    """Base of every error a user can cause; the message names the file and the field or node."""
 
 
 class HardwareError(AccelsimError):

@@ -41,7 +41,7 @@ Kind = Literal["int", "bipolar", "float"]
 
 @dataclass(frozen=True)
 class ElemType:
-    """The element type of a tensor: an integer of `bits` bits, a bipolar {-1,+1} bit, or float32."""
+    """A tensor's element type: a `bits`-bit integer, a bipolar {-1,+1} bit, or float32."""
 
     kind: Kind
     bits: int
@@ -114,7 +114,7 @@ def elem_type_of(dtype: np.dtype) -> ElemType:
 
 @dataclass(frozen=True, eq=False)
 class Quant:
-    """Affine quantization real = scale * (q - zero_point), per tensor (axis None) or per channel."""
+    """Affine quantization: real = scale * (q - zero_point), per tensor or per channel (axis)."""
 
     scale: np.ndarray
     zero_point: np.ndarray
@@ -174,7 +174,7 @@ class Graph:
 
     @property
     def compute_nodes(self) -> list[Node]:
-        """The nodes that run on the PE array (convolutions and matrix products)."""
+        """The nodes that run on the PE array (convolutions, matrix products)."""
         return [n for n in self.nodes if n.op in COMPUTE_OPS]
 
 

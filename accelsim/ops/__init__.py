@@ -1,0 +1,58 @@
+"""The IR's operators: one small class per operator, whose `run` is its exact integer semantics.
+
+Modelled on onnx.reference.ops: an operator is constructed once per node (so it can prepare
+constants, e.g. pack weights) and then `run` maps input arrays to output arrays. `shape` gives the
+output shapes from the input shapes without running anything, for importers and the timing model.
+Operators register themselves in REGISTRY under their IR op name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from accelsim.kernels import Accumulator
+from accelsim.workload.ir import Graph, Node, Tensor
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """What the machine imposes on the arithmetic: the PE accumulator."""
+
+    accumulator: Accumulator = field(default_factory=Accumulator)
+
+
+class Op:
+    op_type: ClassVar[str]
+
+    def __init__(self, node: Node, graph: Graph, config: ExecConfig | None = None):
+        self.node = node
+        self.attrs: dict[str, Any] = node.attrs
+        self.config = config or ExecConfig()
+        self.in_tensors: list[Tensor] = [graph.tensors[n] for n in node.inputs]
+        self.out_tensors: list[Tensor] = [graph.tensors[n] for n in node.outputs]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError(f"{self.op_type} has no run")
+
+    @staticmethod
+    def shape(attrs: dict[str, Any], *shapes: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Output shapes from input shapes (default: one output shaped like the first input)."""
+        return [tuple(shapes[0])]
+
+
+REGISTRY: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    REGISTRY[cls.op_type] = cls
+    return cls
+
+
+def out_storage(op: Op, index: int = 0) -> np.dtype:
+    return op.out_tensors[index].type.storage
+
+
+from accelsim.ops import conv, elementwise, layout, matmul, pool, quantize  # noqa: E402,F401

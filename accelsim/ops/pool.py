@@ -1,0 +1,72 @@
+"""Pooling on integer tensors: MaxPool, and the accumulator of a global average pool."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from accelsim.ops import Op, register
+
+
+def pool_output_hw(hw, kernel, strides, pads, dilations, ceil_mode: bool) -> tuple[int, int]:
+    """Output height and width of a pooling window (onnxruntime's rule, ceil mode included:
+    a window that would start inside the end padding is dropped)."""
+    out = []
+    for i in range(2):
+        span = hw[i] + pads[i] + pads[i + 2] - dilations[i] * (kernel[i] - 1) - 1
+        n = (math.ceil(span / strides[i]) if ceil_mode else span // strides[i]) + 1
+        if ceil_mode and (n - 1) * strides[i] >= hw[i] + pads[i]:
+            n -= 1
+        out.append(n)
+    return tuple(out)
+
+
+@register
+class MaxPool(Op):
+    op_type = "MaxPool"
+
+    @staticmethod
+    def shape(attrs, x):
+        oh, ow = pool_output_hw(
+            x[2:], attrs["kernel_shape"], attrs["strides"], attrs["pads"], attrs["dilations"],
+            attrs["ceil_mode"],
+        )
+        return [(x[0], x[1], oh, ow)]
+
+    def run(self, x):
+        a = self.attrs
+        (kh, kw), (sh, sw), (dh, dw) = a["kernel_shape"], a["strides"], a["dilations"]
+        top, left, bottom, right = a["pads"]
+        n, c, h, w = x.shape
+        oh, ow = self.shape(a, x.shape)[0][2:]
+        # Pad far enough for every window (ceil mode can reach past the end padding).
+        need_h = (oh - 1) * sh + dh * (kh - 1) + 1
+        need_w = (ow - 1) * sw + dw * (kw - 1) + 1
+        low = np.iinfo(x.dtype).min
+        xp = np.full((n, c, max(need_h, top + h), max(need_w, left + w)), low, x.dtype)
+        xp[:, :, top : top + h, left : left + w] = x
+        out = np.full((n, c, oh, ow), low, x.dtype)
+        for ky in range(kh):
+            for kx in range(kw):
+                y0, x0 = ky * dh, kx * dw
+                win = xp[:, :, y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw]
+                np.maximum(out, win, out=out)
+        return [out]
+
+
+@register
+class GlobalAveragePool(Op):
+    """Produces the accumulator sum(x - x_zero_point) over H x W; the Requantize that follows
+    divides by H*W through its multiplier, as onnxruntime's QLinearGlobalAveragePool does."""
+
+    op_type = "GlobalAveragePool"
+
+    @staticmethod
+    def shape(attrs, x):
+        return [(x[0], x[1], 1, 1)]
+
+    def run(self, x):
+        zp = int(self.attrs["x_zero_point"])
+        s = x.astype(np.int64).sum(axis=(2, 3), keepdims=True) - zp * x.shape[2] * x.shape[3]
+        return [s.astype(np.int32)]

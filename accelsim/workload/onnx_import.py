@@ -1,0 +1,677 @@
+"""ONNX importer: QOperator graphs (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, QGemm,
+QLinearAdd, QLinearGlobalAveragePool, QLinearConcat, ...) and QDQ graphs (as written by
+onnxruntime.quantization.quantize_static) lowered to the integer IR.
+
+QDQ graphs are lowered the way onnxruntime's QDQ transformer fuses them, so that both forms of the
+same network give the same IR: DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear becomes
+Conv/MatMul + Requantize (as QLinearConv), DQ -> Add -> Q becomes the quantized Add, DQ -> MaxPool
+/Reshape/... -> Q with equal parameters runs on the integers directly, and so on. Each ONNX op has
+one small handler below; anything else is rejected naming the node and what it would need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from accelsim.errors import UnsupportedError, WorkloadError
+from accelsim.ops import REGISTRY
+from accelsim.ops.quantize import requant_multiplier
+from accelsim.workload.ir import (
+    FLOAT32,
+    INT32,
+    ElemType,
+    Graph,
+    Node,
+    Quant,
+    Tensor,
+    int_type,
+)
+
+MAX_DIM = 1 << 31
+
+_ONNX_INT_TYPES = {
+    onnx.TensorProto.INT8: int_type(8, True),
+    onnx.TensorProto.UINT8: int_type(8, False),
+    onnx.TensorProto.INT16: int_type(16, True),
+    onnx.TensorProto.UINT16: int_type(16, False),
+    onnx.TensorProto.INT32: INT32,
+    onnx.TensorProto.INT4: int_type(4, True),
+    onnx.TensorProto.UINT4: int_type(4, False),
+}
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load and check an ONNX file; every failure is one WorkloadError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises several types for truncated or garbage files
+        raise WorkloadError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    if not model.graph.node:
+        raise WorkloadError(f"{path}: the ONNX graph has no nodes (empty or truncated file?)")
+    folder = path.parent.resolve()
+    for init in model.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {e.key: e.value for e in init.external_data}.get("location", "")
+        target = (folder / location).resolve()
+        if folder not in target.parents:
+            raise WorkloadError(
+                f"{path}: initializer {init.name}: external data {location!r} lies outside "
+                "the model's folder"
+            )
+        if not target.is_file():
+            raise WorkloadError(
+                f"{path}: initializer {init.name}: external file {location} missing"
+            )
+    try:
+        onnx.load_external_data_for_model(model, str(folder))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise WorkloadError(f"{path}: invalid ONNX model: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def load_onnx(path: str | os.PathLike) -> Graph:
+    model = read_model(path)
+    return OnnxLowering(model, str(path)).lower()
+
+
+@dataclass
+class DQValue:
+    """A float ONNX value that is the dequantization of an integer IR tensor."""
+
+    int_name: str
+    quant: Quant
+
+
+class OnnxLowering:
+    """Walks the ONNX graph once, in order, emitting IR nodes."""
+
+    def __init__(self, model: onnx.ModelProto, source: str):
+        self.model = model
+        self.source = source
+        self.consts: dict[str, np.ndarray] = {}
+        self.dq: dict[str, DQValue] = {}
+        self.alias: dict[str, str] = {}  # ONNX value name -> IR tensor name
+        self.tensors: dict[str, Tensor] = {}
+        self.nodes: list[Node] = []
+        self.consumed: set[int] = set()
+        self.onnx_nodes = list(model.graph.node)
+        self.consumers: dict[str, list[int]] = {}
+        for i, n in enumerate(self.onnx_nodes):
+            for name in n.input:
+                self.consumers.setdefault(name, []).append(i)
+        self.graph_outputs = [o.name for o in model.graph.output]
+
+    # ----- helpers -------------------------------------------------------------------------
+    def fail(self, node: onnx.NodeProto, why: str) -> UnsupportedError:
+        return UnsupportedError(f"{self.source}: node {node.name or '?'} ({node.op_type}): {why}")
+
+    def const(self, node: onnx.NodeProto, name: str, what: str) -> np.ndarray:
+        if name not in self.consts:
+            raise self.fail(node, f"{what} ({name}) must be a constant initializer")
+        return self.consts[name]
+
+    def opt_const(self, node, index: int, what: str) -> np.ndarray | None:
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        return self.const(node, node.input[index], what)
+
+    def ir(self, onnx_name: str) -> str:
+        return self.alias.get(onnx_name, onnx_name)
+
+    def add_tensor(self, name: str, shape, etype: ElemType, quant=None, data=None) -> str:
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 or d > MAX_DIM for d in shape):
+            raise WorkloadError(f"{self.source}: tensor {name} has an invalid shape {shape}")
+        self.tensors[name] = Tensor(name, shape, etype, quant, data)
+        return name
+
+    def const_tensor(self, name: str, data: np.ndarray, etype: ElemType, quant=None) -> str:
+        if name not in self.tensors:
+            self.add_tensor(name, data.shape, etype, quant, data)
+        return name
+
+    def emit(self, op: str, name: str, inputs: list[str], out: str, etype: ElemType,
+             quant: Quant | None = None, **attrs) -> str:
+        """Append an IR node; its output shape comes from the operator's own shape rule."""
+        in_shapes = [self.tensors[i].shape for i in inputs]
+        (shape,) = REGISTRY[op].shape(attrs, *in_shapes)
+        self.add_tensor(out, shape, etype, quant)
+        self.nodes.append(Node(name, op, inputs, [out], attrs))
+        return out
+
+    def sole_q_consumer(self, value: str) -> tuple[int, onnx.NodeProto] | None:
+        """The QuantizeLinear that alone consumes `value` (a fused QDQ pattern's end)."""
+        users = self.consumers.get(value, [])
+        if len(users) == 1 and value not in self.graph_outputs:
+            node = self.onnx_nodes[users[0]]
+            if node.op_type == "QuantizeLinear":
+                return users[0], node
+        return None
+
+    def qparams(self, node, scale_name: str, zp_name: str | None, axis=None) -> Quant:
+        scale = np.asarray(self.const(node, scale_name, "scale"), np.float32)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise WorkloadError(
+                f"{self.source}: node {node.name} ({node.op_type}): scale {scale_name} must be "
+                "finite and positive"
+            )
+        zp = (
+            np.asarray(self.consts[zp_name]).astype(np.int64)
+            if zp_name and zp_name in self.consts
+            else np.zeros(1, np.int64)
+        )
+        return Quant(scale.reshape(-1), zp.reshape(-1), axis)
+
+    def zp_type(self, node, zp_name: str | None, default=onnx.TensorProto.UINT8) -> ElemType:
+        if zp_name:
+            init = self.initializer_types.get(zp_name)
+            if init is None:
+                raise self.fail(node, f"zero point {zp_name} must be a constant initializer")
+            etype = _ONNX_INT_TYPES.get(init)
+            if etype is None:
+                raise self.fail(node, f"zero point type {onnx.TensorProto.DataType.Name(init)}")
+            return etype
+        return _ONNX_INT_TYPES[default]
+
+    # ----- the walk ------------------------------------------------------------------------
+    def lower(self) -> Graph:
+        g = self.model.graph
+        self.initializer_types: dict[str, int] = {}
+        for init in g.initializer:
+            self.initializer_types[init.name] = init.data_type
+            self.consts[init.name] = numpy_helper.to_array(init)
+        for i, node in enumerate(self.onnx_nodes):
+            if node.op_type == "Constant":
+                self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+                self.initializer_types[node.output[0]] = node.attribute[0].t.data_type
+                self.consumed.add(i)
+        if not any(n.op_type in QUANTIZED_OPS for n in self.onnx_nodes):
+            raise UnsupportedError(
+                f"{self.source}: the graph has no quantized operators; accelsim runs integer "
+                "networks: quantize it first (onnxruntime.quantization.quantize_static in QDQ or "
+                "QOperator format, or Brevitas -> QONNX)"
+            )
+        inputs = []
+        for vi in g.input:
+            if vi.name in self.consts:
+                continue
+            inputs.append(self.add_graph_input(vi))
+        for i, node in enumerate(self.onnx_nodes):
+            if i in self.consumed:
+                continue
+            handler = HANDLERS.get(node.op_type)
+            if handler is None:
+                raise self.fail(node, "operator not supported by accelsim; supported: "
+                                + ", ".join(sorted(HANDLERS)))
+            handler(self, i, node)
+        outputs = [self.materialize(o.name) for o in g.output]
+        return Graph(g.name or Path(self.source).stem, self.tensors, self.nodes, inputs, outputs,
+                     self.source)
+
+    def add_graph_input(self, vi: onnx.ValueInfoProto) -> str:
+        tt = vi.type.tensor_type
+        dims = []
+        for d in tt.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else 1)
+        if tt.elem_type == onnx.TensorProto.FLOAT:
+            etype = FLOAT32
+        elif tt.elem_type in _ONNX_INT_TYPES:
+            etype = _ONNX_INT_TYPES[tt.elem_type]
+        else:
+            raise UnsupportedError(
+                f"{self.source}: input {vi.name}: element type "
+                f"{onnx.TensorProto.DataType.Name(tt.elem_type)} not supported"
+            )
+        return self.add_tensor(vi.name, dims, etype)
+
+    def materialize(self, onnx_name: str) -> str:
+        """The IR tensor for an ONNX value; a pending dequantization becomes a real node."""
+        if onnx_name in self.alias or onnx_name in self.tensors:
+            return self.ir(onnx_name)
+        if onnx_name in self.dq:
+            d = self.dq[onnx_name]
+            src = self.tensors[d.int_name]
+            self.emit("DequantizeLinear", f"{onnx_name}_dq", [d.int_name], onnx_name, FLOAT32,
+                      scale=d.quant.scale, zero_point=d.quant.zero_point,
+                      axis=d.quant.axis if src.shape else None)
+            return onnx_name
+        raise WorkloadError(f"{self.source}: value {onnx_name} is used before it is produced")
+
+
+# ----- handlers: one per ONNX operator --------------------------------------------------------
+Handler = Callable[[OnnxLowering, int, onnx.NodeProto], None]
+HANDLERS: dict[str, Handler] = {}
+QUANTIZED_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+    "MatMulInteger", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat",
+}
+
+
+def handles(*op_types: str):
+    def deco(fn: Handler) -> Handler:
+        for t in op_types:
+            HANDLERS[t] = fn
+        return fn
+    return deco
+
+
+def attrs_of(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def conv_attrs(low: OnnxLowering, node, w_shape) -> dict:
+    a = attrs_of(node)
+    if len(w_shape) != 4:
+        raise low.fail(node, f"only 2-D convolutions are supported (weights {tuple(w_shape)})")
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise low.fail(node, "auto_pad is not supported; export with explicit pads")
+    pads = tuple(a.get("pads", (0, 0, 0, 0)))
+    return dict(
+        strides=tuple(a.get("strides", (1, 1))),
+        pads=(pads[0], pads[1], pads[2], pads[3]),
+        dilations=tuple(a.get("dilations", (1, 1))),
+        group=int(a.get("group", 1)),
+    )
+
+
+def weight_tensor(low: OnnxLowering, name: str, data: np.ndarray, etype: ElemType, quant) -> str:
+    return low.const_tensor(name, np.ascontiguousarray(data).astype(etype.storage), etype, quant)
+
+
+def per_channel(zp: np.ndarray, n: int) -> np.ndarray:
+    zp = np.asarray(zp, np.int64).reshape(-1)
+    return np.broadcast_to(zp, (n,)).copy() if zp.size == 1 else zp
+
+
+def emit_conv(low, node, x: str, w_name: str, w: np.ndarray, w_type, w_quant, bias, out: str,
+              x_zp: int, attrs: dict) -> str:
+    inputs = [x, weight_tensor(low, w_name, w, w_type, w_quant)]
+    if bias is not None:
+        inputs.append(low.const_tensor(f"{node.name}_bias", bias.astype(np.int32), INT32))
+    return low.emit("Conv", node.name, inputs, out, INT32, x_zero_point=x_zp,
+                    w_zero_point=per_channel(w_quant.zero_point, w.shape[0]), **attrs)
+
+
+def emit_matmul(low, node, a: str, b_name: str, b: np.ndarray, b_type, b_quant, bias, out: str,
+                a_zp: int) -> str:
+    inputs = [a, weight_tensor(low, b_name, b, b_type, b_quant)]
+    if bias is not None:
+        inputs.append(low.const_tensor(f"{node.name}_bias", bias.reshape(-1).astype(np.int32),
+                                       INT32))
+    return low.emit("MatMul", node.name, inputs, out, INT32, a_zero_point=a_zp,
+                    b_zero_point=per_channel(b_quant.zero_point, b.shape[-1]))
+
+
+def emit_requantize(low, node, acc: str, out: str, multiplier, y_quant: Quant, y_type, axis):
+    return low.emit("Requantize", f"{node.name}_requant", [acc], out, y_type, y_quant,
+                    multiplier=multiplier, axis=axis, zero_point=int(y_quant.zero_point[0]),
+                    layer=node.name)
+
+
+def same_quant(a: Quant, b: Quant) -> bool:
+    return np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point, b.zero_point)
+
+
+@handles("QuantizeLinear")
+def quantize_linear(low: OnnxLowering, i: int, node) -> None:
+    a = attrs_of(node)
+    zp_name = node.input[2] if len(node.input) > 2 else None
+    quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1))
+    etype = low.zp_type(node, zp_name)
+    d = low.dq.get(node.input[0])
+    if d is not None and same_quant(d.quant, quant) and low.tensors[d.int_name].type == etype:
+        low.alias[node.output[0]] = d.int_name  # Q(DQ(x)) with the same parameters is x
+        return
+    x = low.materialize(node.input[0])
+    low.emit("QuantizeLinear", node.name, [x], node.output[0], etype, quant,
+             scale=quant.scale, zero_point=quant.zero_point, axis=quant.axis)
+
+
+@handles("DequantizeLinear")
+def dequantize_linear(low: OnnxLowering, i: int, node) -> None:
+    """Pending: consumers that fuse read the integers; others materialize a real node."""
+    a = attrs_of(node)
+    zp_name = node.input[2] if len(node.input) > 2 else None
+    src = node.input[0]
+    quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1))
+    if src in low.consts:
+        etype = low.zp_type(node, zp_name, low.initializer_types[src])
+        low.const_tensor(src, low.consts[src].astype(etype.storage), etype, quant)
+    elif low.ir(src) not in low.tensors:
+        raise low.fail(node, f"input {src} is not produced by any node")
+    low.dq[node.output[0]] = DQValue(low.ir(src), quant)
+
+
+def dq_input(low: OnnxLowering, node, name: str) -> DQValue:
+    d = low.dq.get(name)
+    if d is None:
+        raise low.fail(node, f"input {name} is float, not the output of a DequantizeLinear; "
+                             "accelsim needs every operand of a compute node quantized")
+    return d
+
+
+def fused_output(low: OnnxLowering, i: int, node) -> tuple[onnx.NodeProto, Quant, ElemType]:
+    """The QuantizeLinear closing a DQ -> op -> Q pattern, consumed here."""
+    found = low.sole_q_consumer(node.output[0])
+    if found is None:
+        raise low.fail(node, "its float output is not requantized by a single QuantizeLinear; "
+                             "accelsim needs integer outputs (quantize the whole graph)")
+    qi, q = found
+    low.consumed.add(qi)
+    zp_name = q.input[2] if len(q.input) > 2 else None
+    return q, low.qparams(q, q.input[1], zp_name), low.zp_type(q, zp_name)
+
+
+def const_operand(low, node, d: DQValue) -> tuple[np.ndarray, ElemType, Quant]:
+    t = low.tensors[d.int_name]
+    if not t.is_const:
+        raise low.fail(node, f"weights {d.int_name} must be constant")
+    return t.data, t.type, d.quant
+
+
+def bias_of_dq(low, node, name: str | None) -> np.ndarray | None:
+    if not name:
+        return None
+    d = low.dq.get(name)
+    if d is None or not low.tensors[d.int_name].is_const:
+        raise low.fail(node, "bias must be an int32 initializer behind a DequantizeLinear")
+    return low.tensors[d.int_name].data
+
+
+@handles("Conv")
+def qdq_conv(low: OnnxLowering, i: int, node) -> None:
+    x, w = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
+    w_data, w_type, w_quant = const_operand(low, node, w)
+    bias = bias_of_dq(low, node, node.input[2] if len(node.input) > 2 else None)
+    q, y_quant, y_type = fused_output(low, i, node)
+    acc = emit_conv(low, node, x.int_name, w.int_name, w_data, w_type, w_quant, bias,
+                    f"{node.output[0]}_acc", int(x.quant.zero_point[0]),
+                    conv_attrs(low, node, w_data.shape))
+    m = requant_multiplier(x.quant.scale, w_quant.scale, y_quant.scale)
+    emit_requantize(low, node, acc, q.output[0], m, y_quant, y_type, axis=1)
+
+
+@handles("MatMul", "Gemm")
+def qdq_matmul(low: OnnxLowering, i: int, node) -> None:
+    a_attrs = attrs_of(node)
+    if a_attrs.get("transA", 0) or a_attrs.get("alpha", 1.0) != 1.0 or (
+        a_attrs.get("beta", 1.0) != 1.0
+    ):
+        raise low.fail(node, "only Gemm with transA=0, alpha=1, beta=1 is supported")
+    a, b = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
+    b_data, b_type, b_quant = const_operand(low, node, b)
+    if a_attrs.get("transB", 0):
+        b_data = b_data.T
+    bias = bias_of_dq(low, node, node.input[2] if len(node.input) > 2 else None)
+    q, y_quant, y_type = fused_output(low, i, node)
+    b_name = f"{b.int_name}_T" if a_attrs.get("transB", 0) else b.int_name
+    acc = emit_matmul(low, node, a.int_name, b_name, b_data, b_type, b_quant, bias,
+                      f"{node.output[0]}_acc", int(a.quant.zero_point[0]))
+    m = requant_multiplier(a.quant.scale, b_quant.scale, y_quant.scale)
+    emit_requantize(low, node, acc, q.output[0], m, y_quant, y_type, axis=-1)
+
+
+@handles("QLinearConv")
+def qlinear_conv(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (9 - len(node.input))
+    x = low.ir(inp[0])
+    x_quant = low.qparams(node, inp[1], inp[2])
+    w_data = low.const(node, inp[3], "weights")
+    w_quant = low.qparams(node, inp[4], inp[5], 0)
+    y_quant = low.qparams(node, inp[6], inp[7])
+    bias = low.opt_const(node, 8, "bias")
+    w_type = low.zp_type(node, inp[5])
+    acc = emit_conv(low, node, x, inp[3], w_data, w_type, w_quant, bias,
+                    f"{node.output[0]}_acc", int(x_quant.zero_point[0]),
+                    conv_attrs(low, node, w_data.shape))
+    m = requant_multiplier(x_quant.scale, w_quant.scale, y_quant.scale)
+    emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[7]), 1)
+
+
+@handles("ConvInteger")
+def conv_integer(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (4 - len(node.input))
+    w_data = low.const(node, inp[1], "weights")
+    x_zp = low.opt_const(node, 2, "x zero point")
+    w_zp = low.opt_const(node, 3, "w zero point")
+    w_type = _ONNX_INT_TYPES[low.initializer_types[inp[1]]]
+    w_quant = Quant(np.ones(1, np.float32),
+                    np.zeros(1, np.int64) if w_zp is None else w_zp.astype(np.int64).reshape(-1))
+    emit_conv(low, node, low.ir(inp[0]), inp[1], w_data, w_type, w_quant, None, node.output[0],
+              0 if x_zp is None else int(np.asarray(x_zp).reshape(-1)[0]),
+              conv_attrs(low, node, w_data.shape))
+
+
+@handles("QLinearMatMul")
+def qlinear_matmul(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input)
+    a_quant = low.qparams(node, inp[1], inp[2])
+    b_data = low.const(node, inp[3], "weights")
+    if b_data.ndim != 2:
+        raise low.fail(node, "only a 2-D constant B is supported")
+    b_quant = low.qparams(node, inp[4], inp[5], 1)
+    y_quant = low.qparams(node, inp[6], inp[7])
+    acc = emit_matmul(low, node, low.ir(inp[0]), inp[3], b_data, low.zp_type(node, inp[5]),
+                      b_quant, None, f"{node.output[0]}_acc", int(a_quant.zero_point[0]))
+    m = requant_multiplier(a_quant.scale, b_quant.scale, y_quant.scale)
+    emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[7]), -1)
+
+
+@handles("MatMulInteger")
+def matmul_integer(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (4 - len(node.input))
+    b_data = low.const(node, inp[1], "B")
+    if b_data.ndim != 2:
+        raise low.fail(node, "only a 2-D constant B is supported")
+    a_zp = low.opt_const(node, 2, "a zero point")
+    b_zp = low.opt_const(node, 3, "b zero point")
+    b_type = _ONNX_INT_TYPES[low.initializer_types[inp[1]]]
+    b_quant = Quant(np.ones(1, np.float32),
+                    np.zeros(1, np.int64) if b_zp is None else b_zp.astype(np.int64).reshape(-1))
+    emit_matmul(low, node, low.ir(inp[0]), inp[1], b_data, b_type, b_quant, None, node.output[0],
+                0 if a_zp is None else int(np.asarray(a_zp).reshape(-1)[0]))
+
+
+@handles("QGemm")
+def qgemm(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (9 - len(node.input))
+    a = attrs_of(node)
+    if a.get("transA", 0):
+        raise low.fail(node, "transA=1 is not supported")
+    if not inp[7]:
+        raise low.fail(node, "QGemm with float output (no y_scale) is not supported")
+    a_quant = low.qparams(node, inp[1], inp[2])
+    b_data = low.const(node, inp[3], "B")
+    b_name = inp[3]
+    if a.get("transB", 0):
+        b_data, b_name = b_data.T, f"{inp[3]}_T"
+    b_quant = low.qparams(node, inp[4], inp[5], 1)
+    bias = low.opt_const(node, 6, "C")
+    y_quant = low.qparams(node, inp[7], inp[8])
+    acc = emit_matmul(low, node, low.ir(inp[0]), b_name, b_data, low.zp_type(node, inp[5]),
+                      b_quant, bias, f"{node.output[0]}_acc", int(a_quant.zero_point[0]))
+    alpha = np.float32(a.get("alpha", 1.0))
+    m = requant_multiplier(alpha * np.float32(a_quant.scale[0]), b_quant.scale, y_quant.scale)
+    emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[8]), -1)
+
+
+def add_attrs(qa: Quant, qb: Quant, qc: Quant) -> dict:
+    return dict(a_scale=float(qa.scale[0]), a_zero_point=int(qa.zero_point[0]),
+                b_scale=float(qb.scale[0]), b_zero_point=int(qb.zero_point[0]),
+                c_scale=float(qc.scale[0]), c_zero_point=int(qc.zero_point[0]))
+
+
+@handles("QLinearAdd")
+def qlinear_add(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input)
+    qa, qb, qc = (low.qparams(node, inp[k], inp[k + 1]) for k in (1, 4, 6))
+    low.emit("Add", node.name, [low.ir(inp[0]), low.ir(inp[3])], node.output[0],
+             low.zp_type(node, inp[7]), qc, **add_attrs(qa, qb, qc))
+
+
+@handles("Add")
+def qdq_add(low: OnnxLowering, i: int, node) -> None:
+    a, b = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
+    q, qc, c_type = fused_output(low, i, node)
+    low.emit("Add", node.name, [a.int_name, b.int_name], q.output[0], c_type, qc,
+             **add_attrs(a.quant, b.quant, qc))
+
+
+def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
+    shape = low.tensors[x].shape
+    n = int(np.prod(shape[2:]))
+    acc = low.emit("GlobalAveragePool", node.name, [x], f"{out}_acc", INT32,
+                   x_zero_point=int(x_quant.zero_point[0]))
+    # MLAS: scale = x_scale / (y_scale * float(image_size)), in float32.
+    m = np.float32(x_quant.scale[0]) / (np.float32(y_quant.scale[0]) * np.float32(n))
+    emit_requantize(low, node, acc, out, np.asarray([m], np.float32), y_quant, y_type, 1)
+
+
+@handles("QLinearGlobalAveragePool")
+def qlinear_global_pool(low: OnnxLowering, i: int, node) -> None:
+    if attrs_of(node).get("channels_last", 0):
+        raise low.fail(node, "channels_last=1 is not supported")
+    inp = list(node.input)
+    emit_global_pool(low, node, low.ir(inp[0]), low.qparams(node, inp[1], inp[2]),
+                     low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]), node.output[0])
+
+
+@handles("GlobalAveragePool")
+def qdq_global_pool(low: OnnxLowering, i: int, node) -> None:
+    x = dq_input(low, node, node.input[0])
+    q, y_quant, y_type = fused_output(low, i, node)
+    emit_global_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
+
+
+def concat_attrs(axis, in_quants, y_quant) -> dict:
+    return dict(axis=axis, y_scale=float(y_quant.scale[0]),
+                y_zero_point=int(y_quant.zero_point[0]),
+                input_quant=[(float(q.scale[0]), int(q.zero_point[0])) for q in in_quants])
+
+
+@handles("QLinearConcat")
+def qlinear_concat(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input)
+    y_quant = low.qparams(node, inp[0], inp[1])
+    xs, quants = [], []
+    for k in range(2, len(inp), 3):
+        xs.append(low.ir(inp[k]))
+        quants.append(low.qparams(node, inp[k + 1], inp[k + 2]))
+    low.emit("Concat", node.name, xs, node.output[0], low.zp_type(node, inp[1]), y_quant,
+             **concat_attrs(attrs_of(node)["axis"], quants, y_quant))
+
+
+@handles("Concat")
+def qdq_concat(low: OnnxLowering, i: int, node) -> None:
+    ds = [dq_input(low, node, n) for n in node.input]
+    q, y_quant, y_type = fused_output(low, i, node)
+    low.emit("Concat", node.name, [d.int_name for d in ds], q.output[0], y_type, y_quant,
+             **concat_attrs(attrs_of(node)["axis"], [d.quant for d in ds], y_quant))
+
+
+def layout_attrs(low: OnnxLowering, node, shape) -> tuple[str, dict]:
+    a = attrs_of(node)
+    op = node.op_type
+    if op == "MaxPool":
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(shape) != 4:
+            raise low.fail(node, "only 2-D MaxPool with explicit pads is supported")
+        if len(node.output) > 1 and node.output[1]:
+            raise low.fail(node, "the Indices output is not supported")
+        return "MaxPool", dict(
+            kernel_shape=tuple(a["kernel_shape"]), strides=tuple(a.get("strides", (1, 1))),
+            pads=tuple(a.get("pads", (0, 0, 0, 0))), dilations=tuple(a.get("dilations", (1, 1))),
+            ceil_mode=bool(a.get("ceil_mode", 0)))
+    if op == "Flatten":
+        return "Flatten", dict(axis=a.get("axis", 1))
+    if op == "Transpose":
+        return "Transpose", dict(perm=tuple(a.get("perm", range(len(shape))[::-1])))
+    if op == "Reshape":
+        target = low.const(node, node.input[1], "shape")
+        return "Reshape", dict(shape=tuple(int(d) for d in target))
+    if op in ("Squeeze", "Unsqueeze"):
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = low.const(node, node.input[1], "axes")
+        new = list(shape)
+        if op == "Squeeze":
+            axes = [d % len(shape) for d in (axes if axes is not None else
+                                              [k for k, s in enumerate(shape) if s == 1])]
+            new = [s for k, s in enumerate(shape) if k not in axes]
+        else:
+            for d in sorted(int(d) % (len(shape) + len(axes)) for d in axes):
+                new.insert(d, 1)
+        return "Reshape", dict(shape=(0,) + tuple(new[1:]) if new and shape else tuple(new))
+    if op == "Identity":
+        return "Identity", {}
+    raise low.fail(node, "not a layout operator")
+
+
+LAYOUT_OPS = ("MaxPool", "Flatten", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity")
+
+
+@handles(*LAYOUT_OPS)
+def layout(low: OnnxLowering, i: int, node) -> None:
+    """On integers directly (QOperator), or between a DQ and a Q with equal parameters (QDQ)."""
+    src = node.input[0]
+    d = low.dq.get(src)
+    if d is None:
+        x = low.ir(src)
+        if x not in low.tensors:
+            raise low.fail(node, f"input {src} is not produced by any node")
+        t = low.tensors[x]
+        if t.type.kind == "float":
+            raise low.fail(node, "runs on float data; quantize its input")
+        op, attrs = layout_attrs(low, node, t.shape)
+        low.emit(op, node.name, [x], node.output[0], t.type, t.quant, **attrs)
+        return
+    t = low.tensors[d.int_name]
+    op, attrs = layout_attrs(low, node, t.shape)
+    out = f"{node.output[0]}_int"
+    low.emit(op, node.name, [d.int_name], out, t.type, d.quant, **attrs)
+    found = low.sole_q_consumer(node.output[0])
+    if found is not None:
+        qi, q = found
+        zp_name = q.input[2] if len(q.input) > 2 else None
+        qq = low.qparams(q, q.input[1], zp_name)
+        if same_quant(qq, d.quant) and low.zp_type(q, zp_name) == t.type:
+            low.consumed.add(qi)
+            low.alias[q.output[0]] = out
+            return
+    # Not closed by an identical Q: the float result is the dequantized integer result.
+    low.dq[node.output[0]] = DQValue(out, d.quant)
+
+
+@handles("Relu", "Clip")
+def relu(low: OnnxLowering, i: int, node) -> None:
+    """Relu/Clip between a DQ and a Q (left by some exporters): a clamp in the integer domain."""
+    d = dq_input(low, node, node.input[0])
+    t = low.tensors[d.int_name]
+    if d.quant.scale.size != 1:
+        raise low.fail(node, "per-channel quantized input")
+    scale, zp = float(d.quant.scale[0]), int(d.quant.zero_point[0])
+    lo, hi = 0.0, np.inf
+    if node.op_type == "Clip":
+        a = attrs_of(node)
+        lo_arr = low.opt_const(node, 1, "min")
+        hi_arr = low.opt_const(node, 2, "max")
+        lo = float(lo_arr) if lo_arr is not None else a.get("min", -np.inf)
+        hi = float(hi_arr) if hi_arr is not None else a.get("max", np.inf)
+    q_lo = max(t.type.min, zp + int(np.ceil(lo / scale))) if np.isfinite(lo) else t.type.min
+    q_hi = min(t.type.max, zp + int(np.floor(hi / scale))) if np.isfinite(hi) else t.type.max
+    out = low.emit("Clip", node.name, [d.int_name], f"{node.output[0]}_int", t.type, d.quant,
+                   lo=q_lo, hi=q_hi)
+    low.dq[node.output[0]] = DQValue(out, d.quant)
+
+
