@@ -5,8 +5,9 @@
     python workloads/build.py all        # both
 
 Every model is trained or drawn from a fixed seed, so a rerun writes the same bytes; accuracies
-measured here with onnxruntime go to accuracy.json, which README.md quotes. Files are built in a
-temporary folder and renamed into place, so an interrupted build leaves no half-written model.
+measured here with onnxruntime go to accuracy.json, which README.md quotes. The digits and
+ResNet-18 files are built in a temporary folder and renamed into place, so an interrupted build
+leaves no half-written model (binary_digits.build writes its own files).
 Other code imports the modules next to this file (put workloads/ on sys.path): cnn_digits.build,
 resnet18.build(out_dir) and binary_digits.build all take the folder to write into.
 """
@@ -37,7 +38,10 @@ def _build_into(out_dir: Path, builder) -> dict:
 
 
 def build_binary(out_dir: Path) -> dict | None:
-    """The binary network, if binary_digits.py (written separately) is there yet."""
+    """The binary network, if binary_digits.py (written separately) is there yet.
+
+    It writes straight into out_dir, so that any paths it returns name the final files.
+    """
     if importlib.util.find_spec("binary_digits") is None:
         print(
             "binary network skipped: workloads/binary_digits.py does not exist yet",
@@ -46,7 +50,15 @@ def build_binary(out_dir: Path) -> dict | None:
         return None
     import binary_digits
 
-    return _build_into(out_dir, binary_digits.build)
+    return binary_digits.build(out_dir)
+
+
+def _plain(value):
+    """numpy scalars and paths (which a builder may return) as JSON values; a path by its name,
+    so that the JSON does not depend on where the build ran."""
+    if isinstance(value, Path):
+        return value.name
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def record_accuracy(out_dir: Path, key: str, values: dict) -> None:
@@ -55,7 +67,7 @@ def record_accuracy(out_dir: Path, key: str, values: dict) -> None:
     table = json.loads(path.read_text()) if path.exists() else {}
     table[key] = values
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(table, indent=2, sort_keys=True, default=_plain) + "\n")
     os.replace(tmp, path)
 
 
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             status = 1
         else:
             record_accuracy(out_dir, "binary_digits", binary)
-            print(f"binary_digits: {json.dumps(binary, sort_keys=True)}")
+            print(f"binary_digits: {json.dumps(binary, sort_keys=True, default=_plain)}")
     if args.target in ("resnet18", "all"):
         path = resnet18.build(out_dir)
         print(f"{path.name}: built ({path.stat().st_size} bytes)")
