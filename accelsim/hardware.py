@@ -1,4 +1,4 @@
-"""The hardware description: strict pydantic models of the machine, loaded from YAML or SCALE-Sim .cfg.
+"""The hardware description: strict pydantic models of the machine, from YAML or SCALE-Sim .cfg.
 
 Every other part of accelsim reads the machine from a `Hardware` object, so this module is the one
 place where units, defaults and their published sources live. Units are in the field names.
@@ -53,7 +53,7 @@ SRAM_BER_14NM: tuple[tuple[float, float], ...] = (
 
 
 def qkeras_mult_pj(bits: int) -> float:
-    """Integer multiplier energy at 45 nm: qkeras fit 0.0029948*b^2 + 0.0010417*b (8 bit: 0.2 pJ)."""
+    """Integer multiplier energy at 45 nm: qkeras fit 0.0029948*b^2 + 0.0010417*b (8 b: 0.2 pJ)."""
     return 0.0029948 * bits**2 + 0.0010417 * bits
 
 
@@ -311,7 +311,7 @@ class SramEnergy(_Strict):
 
 
 class VectorOpEnergy(_Strict):
-    """Energy of one vector-unit lane op, by kind (pooling compares, adds, requantize multiplies)."""
+    """Energy of one vector-unit lane op by kind: pooling compares, adds, requantize multiplies."""
 
     add_pj: NonNegativeFloat = 0.1  # Horowitz 2014: 32-bit int add
     compare_pj: NonNegativeFloat = 0.1  # a compare is a 32-bit subtract
@@ -374,7 +374,7 @@ def _default_buffers() -> dict[str, Buffer]:
 
 
 class Hardware(_Strict):
-    """A whole accelerator. Buffers are named ifmap, weights, ofmap; `unified` serves any missing."""
+    """A whole accelerator. Buffers are named ifmap, weights, ofmap; `unified` serves the rest."""
 
     name: str = "accelerator"
     description: str = ""
@@ -721,7 +721,7 @@ def json_schema() -> dict:
 # models none of them, so its cycle counts are reproduced exactly.
 
 _CFG_IGNORED = {
-    "userramulatortrace",
+    "useramulatortrace",
     "sram_row_size",
     "sram_bank_size",
     "dram_row_size",
@@ -766,6 +766,7 @@ def scalesim_to_dict(path: str | Path) -> dict:
     """Translate a SCALE-Sim .cfg into accelsim's raw hardware dict (mapping documented above)."""
     path = Path(path)
     parser = configparser.ConfigParser()
+    parser.optionxform = str  # keep the file's spelling for messages; matched case-insensitively
     try:
         parser.read_string(path.read_text(), source=str(path))
     except configparser.Error as e:
@@ -776,10 +777,13 @@ def scalesim_to_dict(path: str | Path) -> dict:
         str, tuple[str, str]
     ] = {}  # option -> (section, value); sections may vary by version
     for section in parser.sections():
-        for option, value in parser.items(section):
+        for spelled, value in parser.items(section):
+            option = spelled.lower()
             if option not in _CFG_KNOWN:
                 hint = _did_you_mean(option, _CFG_KNOWN)
-                raise HardwareError(f"{path}: [{section}] {option}: unknown SCALE-Sim key{hint}")
+                raise HardwareError(f"{path}: [{section}] {spelled}: unknown SCALE-Sim key{hint}")
+            if option in keys:
+                raise HardwareError(f"{path}: [{section}] {spelled}: given twice")
             keys[option] = (section, value.strip())
 
     def text(option: str, default: str | None = None) -> str:
