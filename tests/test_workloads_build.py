@@ -18,9 +18,9 @@ import pytest
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 sys.path.insert(0, str(WORKLOADS))
 
-import cnn_digits
-import resnet18
-from digits_data import digits_split
+import cnn_digits  # noqa: E402  (needs workloads/ on sys.path)
+import resnet18  # noqa: E402
+from digits_data import digits_split  # noqa: E402
 
 DIGITS_FILES = [cnn_digits.FLOAT_FILE, *cnn_digits.QUANTIZED]
 
