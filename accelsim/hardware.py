@@ -114,6 +114,7 @@ class Sram14nmCurve(_Strict):
     """The bundled measured 14 nm table (SRAM_BER_14NM), interpolated in log space by faults.py."""
 
     kind: Literal["sram_14nm"] = "sram_14nm"
+    extrapolation: Literal["clamp", "error"] = "clamp"  # below 0.75 Vmin: hold 20.6%, or refuse
 
     @property
     def points(self) -> list[tuple[float, float]]:
@@ -190,7 +191,8 @@ class Buffer(_Strict):
     vmin_v: PositiveFloat | None = None  # lowest error-free voltage; None: the nominal voltage
     layer_voltage_v: dict[str | int, PositiveFloat] = Field(default_factory=dict)
     error_model: ErrorModel = Field(default_factory=ErrorModel)
-    ecc: Literal["none", "secded"] = "none"  # SECDED over each bank word
+    # SECDED over each bank word; its check bits are extra cells beside size_kib of data.
+    ecc: Literal["none", "secded"] = "none"
     # Energy per bank-width access at nominal voltage; None: the SRAM size fit in `energy.sram`.
     read_energy_pj: NonNegativeFloat | None = None
     write_energy_pj: NonNegativeFloat | None = None
@@ -537,7 +539,9 @@ def _set_path(label: str, raw: dict, path: str, value: Any) -> None:
         if depth == len(segments) - 1:
             node[key] = value
             return
-        if not isinstance(node.get(key), dict):
+        if isinstance(node.get(key), BaseModel):
+            node[key] = node[key].model_dump(exclude_unset=True)
+        elif not isinstance(node.get(key), dict):
             node[key] = {} if is_dict else _default_raw(tp, seg)
         node, tp = node[key], child_tp
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from accelsim.errors import AccelsimError, HardwareError
 from accelsim.hardware import (
     SRAM_BER_14NM,
+    Buffer,
     Hardware,
     json_schema,
     load_hardware,
@@ -272,6 +273,14 @@ def test_override_creates_missing_sections_and_keys():
     assert hw.dram.bandwidth_bytes_per_cycle is None
     assert w.error_model.curve.points == [[0.8, 0.01], [1.0, 0.0]]
     assert set(hw.buffers) == {"ifmap", "weights", "ofmap"}
+
+
+def test_override_inside_a_model_given_as_override():
+    hw = load_hardware(
+        {}, {"buffers.weights": Buffer(size_kib=8, banks=2), "buffers.weights.voltage_v": 0.7}
+    )
+    assert (hw.buffers["weights"].size_kib, hw.buffers["weights"].voltage_v) == (8, 0.7)
+    assert hw.buffers["weights"].banks == 2
 
 
 def test_override_does_not_touch_callers_dict():
