@@ -533,7 +533,7 @@ def _set_path(label: str, raw: dict, path: str, value: Any) -> None:
         child_tp = _child_type(tp, seg)
         if child_tp is None or not isinstance(node, dict):
             hint = _did_you_mean(seg, _field_names(tp))
-            raise HardwareError(f"{label}: override {path}: unknown field {here}{hint}")
+            raise HardwareError(f"{label}: {here}: unknown field{hint} (override {path})")
         is_dict = typing.get_origin(_strip_optional(tp)) is dict
         key = _dict_key(tp, seg) if is_dict else seg
         if depth == len(segments) - 1:
