@@ -52,7 +52,9 @@ def ref_products(x, w, x_zp, w_zp, strides, pads, dilations, group):
         for kx in range(kw):
             y0, x0 = ky * dilations[0], kx * dilations[1]
             cols[:, :, ky, kx] = xp[
-                :, :, y0 : y0 + strides[0] * (oh - 1) + 1 : strides[0],
+                :,
+                :,
+                y0 : y0 + strides[0] * (oh - 1) + 1 : strides[0],
                 x0 : x0 + strides[1] * (ow - 1) + 1 : strides[1],
             ]
     wc = w.astype(np.int64) - np.asarray(w_zp, dtype=np.int64).reshape(-1, 1, 1, 1)
@@ -139,8 +141,13 @@ def test_conv_matches_reference(case, acc):
 
 @SETTINGS
 @given(
-    st.integers(1, 9), st.integers(1, 40), st.integers(1, 9),
-    st.sampled_from(VALUE_TYPES), st.sampled_from(VALUE_TYPES), accumulators(), st.data(),
+    st.integers(1, 9),
+    st.integers(1, 40),
+    st.integers(1, 9),
+    st.sampled_from(VALUE_TYPES),
+    st.sampled_from(VALUE_TYPES),
+    accumulators(),
+    st.data(),
 )
 def test_matmul_matches_reference(m, k, n, at, bt, acc, data):
     a = data.draw(tensor((m, k), at))
@@ -182,7 +189,10 @@ def run_ort(node, inputs, out_type=TensorProto.INT32, initializers=()):
         for k, v in inputs.items()
     ]
     graph = helper.make_graph(
-        [node], "g", vis, [helper.make_tensor_value_info(node.output[0], out_type, None)],
+        [node],
+        "g",
+        vis,
+        [helper.make_tensor_value_info(node.output[0], out_type, None)],
         list(initializers),
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -209,8 +219,13 @@ def test_conv_matches_onnxruntime_convinteger(case, types, data):
     x_zp = data.draw(st.integers(xt[1], xt[2]))
     w_zp = data.draw(st.integers(wt[1], wt[2]))
     node = helper.make_node(
-        "ConvInteger", ["x", "w", "xz", "wz"], ["y"], strides=list(strides), pads=list(pads),
-        dilations=list(dil), group=group,
+        "ConvInteger",
+        ["x", "w", "xz", "wz"],
+        ["y"],
+        strides=list(strides),
+        pads=list(pads),
+        dilations=list(dil),
+        group=group,
     )
     inputs = {"x": x, "w": w, "xz": np.array(x_zp, x.dtype), "wz": np.array(w_zp, w.dtype)}
     want = run_ort(node, inputs)
@@ -221,8 +236,12 @@ def test_conv_matches_onnxruntime_convinteger(case, types, data):
 
 @SETTINGS
 @given(
-    st.integers(1, 9), st.integers(1, 300), st.integers(1, 9), st.sampled_from(ORT_TYPES),
-    st.booleans(), st.data(),
+    st.integers(1, 9),
+    st.integers(1, 300),
+    st.integers(1, 9),
+    st.sampled_from(ORT_TYPES),
+    st.booleans(),
+    st.data(),
 )
 def test_matmul_matches_onnxruntime_matmulinteger(m, k, n, types, per_column, data):
     at, bt = types
@@ -295,9 +314,7 @@ def ort_qlinearmatmul(acc_row, a_scale, y_scale, y_zp, y_type):
         onnx.numpy_helper.from_array(np.array(y_scale, np.float32), "ys"),
         onnx.numpy_helper.from_array(np.array(y_zp, y_dtype), "yz"),
     ]
-    node = helper.make_node(
-        "QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]
-    )
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
     return run_ort(node, inputs, y_type, inits)[0]
 
 
@@ -305,7 +322,9 @@ def ort_qlinearmatmul(acc_row, a_scale, y_scale, y_zp, y_type):
 @given(
     st.sampled_from([0.5, 0.25, 1.5, 0.1, 0.37, 3.0, 0.0078125]),
     st.sampled_from([1.0, 0.5, 0.3, 2.0, 0.0625]),
-    st.sampled_from([(TensorProto.UINT8, np.uint8, 0, 255), (TensorProto.INT8, np.int8, -128, 127)]),
+    st.sampled_from(
+        [(TensorProto.UINT8, np.uint8, 0, 255), (TensorProto.INT8, np.int8, -128, 127)]
+    ),
     st.data(),
 )
 def test_requantize_matches_onnxruntime_with_ties(a_scale, y_scale, ytype, data):

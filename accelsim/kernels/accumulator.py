@@ -26,9 +26,13 @@ class Accumulator:
 
     def __post_init__(self) -> None:
         if not MIN_BITS <= self.bits <= MAX_BITS:
-            raise ValueError(f"accumulator bits must be in [{MIN_BITS}, {MAX_BITS}], got {self.bits}")
+            raise ValueError(
+                f"accumulator bits must be in [{MIN_BITS}, {MAX_BITS}], got {self.bits}"
+            )
         if self.overflow not in ("wrap", "saturate"):
-            raise ValueError(f"accumulator overflow must be 'wrap' or 'saturate', got {self.overflow!r}")
+            raise ValueError(
+                f"accumulator overflow must be 'wrap' or 'saturate', got {self.overflow!r}"
+            )
 
     @property
     def max(self) -> int:

@@ -16,9 +16,13 @@ Three GEMMs, chosen per call from a worst-case bound |bias| + K * max|A| * max|B
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from accelsim.kernels.accumulator import Accumulator
 
@@ -26,10 +30,123 @@ INT16_MAX = 32767
 INT32_MAX = 2**31 - 1
 INT32_WRAP = Accumulator()
 
+# The register tile of the int16 GEMM: TILE_M rows of A (pixels) by TILE_N rows of B (channels),
+# 12 ymm accumulators; K is padded with zeros to a multiple of LANES int16 values (one ymm).
+TILE_M = 6
+TILE_N = 2
+LANES = 16
+
+
+@intrinsic
+def _dot_tile(typingctx, a, ia, b, ib, lda, k_vectors, out, io, ldo):
+    """out[io + c*ldo + r] = sum_k a[ia + r*lda + k] * b[ib + c*lda + k] for the TILE_M x TILE_N
+    tile, k < k_vectors*LANES; int16 operands, int32 wrapping sums.
+
+    Written in LLVM IR because LLVM does not vectorise several dot products in one loop well
+    (numba's int64 promotion defeats it). Each step multiplies sign-extended <16 x i16> vectors
+    and adds even and odd products, the pattern that x86 instruction selection turns into one
+    vpmaddwd; the accumulators stay in registers for the whole reduction.
+    """
+    int_args = (ia, ib, lda, k_vectors, io, ldo)
+    if not (
+        all(isinstance(t, types.Integer) for t in int_args)
+        and isinstance(a, types.Array)
+        and a.dtype == types.int16
+        and a.ndim == 1
+        and isinstance(b, types.Array)
+        and b.dtype == types.int16
+        and b.ndim == 1
+        and isinstance(out, types.Array)
+        and out.dtype == types.int32
+        and out.ndim == 1
+    ):
+        return None
+    sig = types.void(a, ia, b, ib, lda, k_vectors, out, io, ldo)
+
+    def codegen(context, builder, signature, args):
+        i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
+        v16i16, v16i32, v8i32 = (
+            ir.VectorType(i16, LANES),
+            ir.VectorType(i32, LANES),
+            ir.VectorType(i32, 8),
+        )
+        a_data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        b_data = context.make_array(signature.args[2])(context, builder, args[2]).data
+        o_data = context.make_array(signature.args[6])(context, builder, args[6]).data
+        ia_, ib_, lda_, kv_, io_, ldo_ = (
+            context.cast(builder, args[i], signature.args[i], types.int64)
+            for i in (1, 3, 4, 5, 7, 8)
+        )
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        a_rows = [
+            builder.gep(a_data, [builder.add(ia_, builder.mul(lda_, const(r)))])
+            for r in range(TILE_M)
+        ]
+        b_rows = [
+            builder.gep(b_data, [builder.add(ib_, builder.mul(lda_, const(c)))])
+            for c in range(TILE_N)
+        ]
+        entry = builder.block
+        loop = builder.append_basic_block("dot_tile_loop")
+        done = builder.append_basic_block("dot_tile_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        step = builder.phi(i64)
+        step.add_incoming(const(0), entry)
+        sums = []
+        for _ in range(TILE_M * TILE_N):
+            phi = builder.phi(v8i32)
+            phi.add_incoming(ir.Constant(v8i32, None), entry)
+            sums.append(phi)
+        offset = builder.mul(step, const(LANES))
+
+        def load(row):
+            ptr = builder.bitcast(builder.gep(row, [offset]), v16i16.as_pointer())
+            return builder.sext(builder.load(ptr, align=2), v16i32)
+
+        va = [load(row) for row in a_rows]
+        vb = [load(row) for row in b_rows]
+        even = ir.Constant(v8i32, list(range(0, LANES, 2)))
+        odd = ir.Constant(v8i32, list(range(1, LANES, 2)))
+        updated = []
+        for r in range(TILE_M):
+            for c in range(TILE_N):
+                prod = builder.mul(va[r], vb[c])
+                pairs = builder.add(
+                    builder.shuffle_vector(prod, prod, even),
+                    builder.shuffle_vector(prod, prod, odd),
+                )
+                updated.append(builder.add(sums[r * TILE_N + c], pairs))
+        nxt = builder.add(step, const(1))
+        step.add_incoming(nxt, loop)
+        for phi, value in zip(sums, updated, strict=True):
+            phi.add_incoming(value, loop)
+        builder.cbranch(builder.icmp_signed("<", nxt, kv_), loop, done)
+        builder.position_at_end(done)
+        module = builder.module
+        name = "llvm.vector.reduce.add.v8i32"
+        reduce_add = module.globals.get(name) or ir.Function(
+            module, ir.FunctionType(i32, [v8i32]), name
+        )
+        for r in range(TILE_M):
+            for c in range(TILE_N):
+                index = builder.add(io_, builder.add(builder.mul(ldo_, const(c)), const(r)))
+                builder.store(
+                    builder.call(reduce_add, [updated[r * TILE_N + c]]),
+                    builder.gep(o_data, [index]),
+                )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 
 @njit(cache=True, parallel=True)
 def _im2col(x, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
-    """out[g, n*oh*ow + p, (c, ky, kx)] = x - zero_point, 0 at padded taps and past K."""
+    """out[g, n*oh*ow + p, (c, ky, kx)] = x - zero_point; out is zeroed, so padded taps and the
+    padding of K and of the rows hold 0."""
     nb, channels, h, w = x.shape
     cg = channels // group
     npix = oh * ow
@@ -40,7 +157,6 @@ def _im2col(x, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
             oy = p // ow
             ox = p % ow
             row = out[g, n * npix + p]
-            row[:] = 0
             for c in range(cg):
                 plane = x[n, g * cg + c]
                 for ky in range(kh):
@@ -55,18 +171,68 @@ def _im2col(x, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
 
 
 @njit(cache=True, parallel=True)
+def _im2col_hwc(xh, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
+    """As _im2col from channels-last x (N, H, W, C), with the reduction index in (ky, kx, c)
+    order, so that each tap copies a contiguous run of channels. Only for order-free sums."""
+    nb, h, w, channels = xh.shape
+    cg = channels // group
+    for t in numba.prange(group * nb * oh):
+        g = t // (nb * oh)
+        n = (t // oh) % nb
+        oy = t % oh
+        for ox in range(ow):
+            row = out[g, (n * oh + oy) * ow + ox]
+            for ky in range(kh):
+                iy = oy * sh - pt + ky * dh
+                if iy < 0 or iy >= h:
+                    continue
+                for kx in range(kw):
+                    ix = ox * sw - pl + kx * dw
+                    if 0 <= ix < w:
+                        src = xh[n, iy, ix, g * cg : (g + 1) * cg]
+                        dst = row[(ky * kw + kx) * cg : (ky * kw + kx + 1) * cg]
+                        for c in range(cg):
+                            dst[c] = np.int32(src[c]) - zero_point
+
+
+@njit(cache=True)
+def _min_max(v):
+    lo = v[0]
+    hi = v[0]
+    for e in v:
+        lo = min(lo, e)
+        hi = max(hi, e)
+    return np.int64(lo), np.int64(hi)
+
+
+@njit(cache=True, parallel=True)
 def _gemm_i16(a, b, out):
-    """out[g, n, m] = sum_k a[g, m, k] * b[g, n, k], int16 operands, int32 wrapping sums."""
-    groups, m_rows, k_len = a.shape
-    n_rows = b.shape[1]
-    for t in numba.prange(groups * m_rows):
-        g = t // m_rows
-        m = t % m_rows
-        for n in range(n_rows):
-            s = np.int32(0)
-            for k in range(k_len):
-                s += np.int32(a[g, m, k]) * np.int32(b[g, n, k])
-            out[g, n, m] = s
+    """out[g, n, m] = sum_k a[g, m, k] * b[g, n, k], int16 operands, int32 wrapping sums.
+
+    a (G, Mp, Kp), b (G, Np, Kp), out (G, Np, Mp), all C-contiguous, with Mp a multiple of
+    TILE_M, Np of TILE_N and Kp of LANES (zero padded). Threads share out the row tiles of a.
+    """
+    groups, m_pad, k_pad = a.shape
+    n_pad = b.shape[1]
+    m_tiles = m_pad // TILE_M
+    af = a.reshape(-1)
+    bf = b.reshape(-1)
+    of = out.reshape(-1)
+    for t in numba.prange(groups * m_tiles):
+        g = t // m_tiles
+        m = (t % m_tiles) * TILE_M
+        for n in range(0, n_pad, TILE_N):
+            _dot_tile(
+                af,
+                (g * m_pad + m) * k_pad,
+                bf,
+                (g * n_pad + n) * k_pad,
+                k_pad,
+                k_pad // LANES,
+                of,
+                (g * n_pad + n) * m_pad + m,
+                m_pad,
+            )
 
 
 @njit(cache=True, parallel=True)
@@ -99,12 +265,12 @@ def _gemm_saturate(a, b, bias, lo, hi, out):
             out[g, n, m] = s
 
 
-def _span(values: np.ndarray, zero_point: np.ndarray | int) -> int:
+def _span(values: np.ndarray, zero_point: int) -> int:
     """max |values - zero_point|, the operand bound that the overflow proof uses."""
     if values.size == 0:
         return 0
-    centred = values.astype(np.int64) - zero_point
-    return int(np.abs(centred).max())
+    lo, hi = _min_max(values.reshape(-1))
+    return max(abs(int(lo) - zero_point), abs(int(hi) - zero_point))
 
 
 def _wrap(v: np.ndarray, bits: int) -> np.ndarray:
@@ -113,30 +279,46 @@ def _wrap(v: np.ndarray, bits: int) -> np.ndarray:
     return ((v & np.int64((1 << bits) - 1)) ^ half) - half
 
 
+def _round_up(v: int, multiple: int) -> int:
+    return -(-v // multiple) * multiple
+
+
 def _gemm(
-    a: np.ndarray, b: np.ndarray, a_span: int, b_span: int, bias: np.ndarray, acc: Accumulator
+    pack_a: Callable[[type, int, int], np.ndarray],
+    m_rows: int,
+    b: np.ndarray,
+    order_free_b: np.ndarray,
+    a_span: int,
+    b_span: int,
+    bias: np.ndarray,
+    acc: Accumulator,
 ) -> np.ndarray:
     """out[g, n, m] = bias[g, n] + sum_k a[g, m, k] * b[g, n, k] through the accumulator `acc`.
 
-    a (G, M, K) and b (G, N, K) are centred operands (int64); bias is int64 (G, N).
+    b (G, N, K) and bias (G, N) are int64, b centred; pack_a(dtype, rows, cols) returns the
+    centred a as a zero-padded (G, rows, cols) array of dtype, so each path gets its own layout.
+    The int16 path packs a with the reduction in any order (pack_a(np.int16, ...)), matched by
+    order_free_b; the others keep the documented order.
     """
-    k_len = a.shape[2]
+    groups, n_rows, k_len = b.shape
     bias_span = int(np.abs(bias).max()) if bias.size else 0
     bound = bias_span + k_len * a_span * b_span
     fits_acc = bound <= acc.max
-    out_shape = (a.shape[0], b.shape[1], a.shape[1])
     if max(a_span, b_span) <= INT16_MAX and (
         (acc.overflow == "wrap" and acc.bits <= 32) or (fits_acc and bound <= INT32_MAX)
     ):
-        out = np.empty(out_shape, dtype=np.int32)
-        _gemm_i16(
-            np.ascontiguousarray(a, dtype=np.int16), np.ascontiguousarray(b, dtype=np.int16), out
-        )
-        out += bias.astype(np.int32)[:, :, None]
+        m_pad, n_pad = _round_up(m_rows, TILE_M), _round_up(n_rows, TILE_N)
+        k_pad = _round_up(k_len, LANES)
+        b16 = np.zeros((groups, n_pad, k_pad), dtype=np.int16)
+        b16[:, :n_rows, :k_len] = order_free_b
+        out = np.empty((groups, n_pad, m_pad), dtype=np.int32)
+        _gemm_i16(pack_a(np.int16, m_pad, k_pad), b16, out)
+        out = out[:, :n_rows, :m_rows] + bias.astype(np.int32)[:, :, None]
         if acc.overflow == "wrap" and acc.bits < 32:
             out = _wrap(out.astype(np.int64), acc.bits)
         return out.astype(acc.dtype, copy=False)
-    out = np.empty(out_shape, dtype=np.int64)
+    a = pack_a(np.int64, m_rows, k_len)
+    out = np.empty((groups, n_rows, m_rows), dtype=np.int64)
     if acc.overflow == "wrap" or fits_acc:
         _gemm_i64(a, b, out)
         out += bias[:, :, None]
@@ -188,10 +370,22 @@ def conv2d_acc(
     k_len = cg * kh * kw
     zp = int(x_zero_point)
     w_zp = np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64).reshape(-1), (o_ch,))
-    a = np.empty((group, nb * oh * ow, k_len), dtype=np.int64)
-    _im2col(np.ascontiguousarray(x), zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
-    b = (w.reshape(o_ch, k_len).astype(np.int64) - w_zp[:, None]).reshape(group, og, k_len)
-    out = _gemm(a, b, _span(x, zp), _span(b, 0), _bias_array(bias, o_ch).reshape(group, og), acc)
+    xc = np.ascontiguousarray(x)
+
+    def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
+        a = np.zeros((group, rows, cols), dtype=dtype)
+        if dtype == np.int16:
+            xh = np.ascontiguousarray(xc.transpose(0, 2, 3, 1))
+            _im2col_hwc(xh, zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
+        else:
+            _im2col(xc, zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
+        return a
+
+    wc = w.astype(np.int64) - w_zp[:, None, None, None]
+    b = wc.reshape(group, og, k_len)
+    b_hwc = wc.transpose(0, 2, 3, 1).reshape(group, og, k_len)
+    bias_g = _bias_array(bias, o_ch).reshape(group, og)
+    out = _gemm(pack_a, nb * oh * ow, b, b_hwc, _span(x, zp), _span(b, 0), bias_g, acc)
     out = out.reshape(group, og, nb, oh, ow).transpose(2, 0, 1, 3, 4)
     return np.ascontiguousarray(out).reshape(nb, o_ch, oh, ow)
 
@@ -214,7 +408,15 @@ def matmul_acc(
         raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
     zp = int(a_zero_point)
     b_zp = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64).reshape(-1), (n_cols,))
-    ac = (a.astype(np.int64) - zp)[None]
+    m_rows = a.shape[0]
+
+    def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
+        packed = np.zeros((1, rows, cols), dtype=dtype)
+        packed[0, :m_rows, :k_len] = a.astype(np.int64) - zp
+        return packed
+
     bc = (b.T.astype(np.int64) - b_zp[:, None])[None]
-    out = _gemm(ac, bc, _span(ac, 0), _span(bc, 0), _bias_array(bias, n_cols)[None], acc)
+    out = _gemm(
+        pack_a, m_rows, bc, _span(a, zp), _span(bc, 0), _bias_array(bias, n_cols)[None], acc
+    )
     return np.ascontiguousarray(out[0].T)
