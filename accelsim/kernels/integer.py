@@ -416,7 +416,6 @@ def matmul_acc(
         return packed
 
     bc = (b.T.astype(np.int64) - b_zp[:, None])[None]
-    out = _gemm(
-        pack_a, m_rows, bc, _span(a, zp), _span(bc, 0), _bias_array(bias, n_cols)[None], acc
-    )
+    bias_g = _bias_array(bias, n_cols)[None]
+    out = _gemm(pack_a, m_rows, bc, bc, _span(a, zp), _span(bc, 0), bias_g, acc)
     return np.ascontiguousarray(out[0].T)
