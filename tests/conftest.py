@@ -1,0 +1,22 @@
+"""Shared fixtures: the repository root and the fixed digits test split."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ROOT / "workloads"
+if str(WORKLOADS) not in sys.path:
+    sys.path.insert(0, str(WORKLOADS))
+
+
+@pytest.fixture(scope="session")
+def digits_test_set():
+    """(x_test float32 (450, 1, 8, 8), y_test) of workloads/digits_data.py's fixed split."""
+    from digits_data import digits_split
+
+    _, _, x_test, y_test = digits_split()
+    return x_test, y_test
