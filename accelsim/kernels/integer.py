@@ -195,6 +195,33 @@ def _im2col_hwc(xh, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, o
                             dst[c] = np.int32(src[c]) - zero_point
 
 
+@njit(cache=True, parallel=True)
+def _pack_weights(w, zero_points, channels_last, out):
+    """out[g, o, k] = w[g*og + o] - zero_points[g*og + o], with k in (c, ky, kx) order, or in
+    (ky, kx, c) order (matching _im2col_hwc) when channels_last."""
+    o_ch, cg, kh, kw = w.shape
+    og = o_ch // out.shape[0]
+    for oc in numba.prange(o_ch):
+        row = out[oc // og, oc % og]
+        zp = zero_points[oc]
+        for c in range(cg):
+            for ky in range(kh):
+                for kx in range(kw):
+                    k = (ky * kw + kx) * cg + c if channels_last else (c * kh + ky) * kw + kx
+                    row[k] = np.int64(w[oc, c, ky, kx]) - zp
+
+
+@njit(cache=True)
+def _weight_span(w, zero_points):
+    """max over o of |w[o] - zero_points[o]|."""
+    span = np.int64(0)
+    for oc in range(w.shape[0]):
+        zp = zero_points[oc]
+        for v in w[oc].reshape(-1):
+            span = max(span, abs(np.int64(v) - zp))
+    return span
+
+
 @njit(cache=True)
 def _min_max(v):
     lo = v[0]
@@ -285,9 +312,8 @@ def _round_up(v: int, multiple: int) -> int:
 
 def _gemm(
     pack_a: Callable[[type, int, int], np.ndarray],
-    m_rows: int,
-    b: np.ndarray,
-    order_free_b: np.ndarray,
+    pack_b: Callable[[type, int, int], np.ndarray],
+    shape: tuple[int, int, int, int],
     a_span: int,
     b_span: int,
     bias: np.ndarray,
@@ -295,12 +321,12 @@ def _gemm(
 ) -> np.ndarray:
     """out[g, n, m] = bias[g, n] + sum_k a[g, m, k] * b[g, n, k] through the accumulator `acc`.
 
-    b (G, N, K) and bias (G, N) are int64, b centred; pack_a(dtype, rows, cols) returns the
-    centred a as a zero-padded (G, rows, cols) array of dtype, so each path gets its own layout.
-    The int16 path packs a with the reduction in any order (pack_a(np.int16, ...)), matched by
-    order_free_b; the others keep the documented order.
+    shape is (G, M, N, K); bias is int64 (G, N). pack_a(dtype, rows, cols) and pack_b return the
+    centred operands as zero-padded (G, rows, cols) arrays of dtype, so each path gets its own
+    layout: for np.int16 (the order-free path) the reduction may run in any order, the same for
+    both; otherwise in the documented order.
     """
-    groups, n_rows, k_len = b.shape
+    groups, m_rows, n_rows, k_len = shape
     bias_span = int(np.abs(bias).max()) if bias.size else 0
     bound = bias_span + k_len * a_span * b_span
     fits_acc = bound <= acc.max
@@ -309,15 +335,14 @@ def _gemm(
     ):
         m_pad, n_pad = _round_up(m_rows, TILE_M), _round_up(n_rows, TILE_N)
         k_pad = _round_up(k_len, LANES)
-        b16 = np.zeros((groups, n_pad, k_pad), dtype=np.int16)
-        b16[:, :n_rows, :k_len] = order_free_b
         out = np.empty((groups, n_pad, m_pad), dtype=np.int32)
-        _gemm_i16(pack_a(np.int16, m_pad, k_pad), b16, out)
+        _gemm_i16(pack_a(np.int16, m_pad, k_pad), pack_b(np.int16, n_pad, k_pad), out)
         out = out[:, :n_rows, :m_rows] + bias.astype(np.int32)[:, :, None]
         if acc.overflow == "wrap" and acc.bits < 32:
             out = _wrap(out.astype(np.int64), acc.bits)
         return out.astype(acc.dtype, copy=False)
     a = pack_a(np.int64, m_rows, k_len)
+    b = pack_b(np.int64, n_rows, k_len)
     out = np.empty((groups, n_rows, m_rows), dtype=np.int64)
     if acc.overflow == "wrap" or fits_acc:
         _gemm_i64(a, b, out)
@@ -369,7 +394,9 @@ def conv2d_acc(
     og = o_ch // group
     k_len = cg * kh * kw
     zp = int(x_zero_point)
-    w_zp = np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64).reshape(-1), (o_ch,))
+    w_zp = np.ascontiguousarray(
+        np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64).reshape(-1), (o_ch,))
+    )
     xc = np.ascontiguousarray(x)
 
     def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
@@ -381,11 +408,16 @@ def conv2d_acc(
             _im2col(xc, zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
         return a
 
-    wc = w.astype(np.int64) - w_zp[:, None, None, None]
-    b = wc.reshape(group, og, k_len)
-    b_hwc = wc.transpose(0, 2, 3, 1).reshape(group, og, k_len)
+    wc = np.ascontiguousarray(w)
+
+    def pack_b(dtype: type, rows: int, cols: int) -> np.ndarray:
+        b = np.zeros((group, rows, cols), dtype=dtype)
+        _pack_weights(wc, w_zp, dtype == np.int16, b)
+        return b
+
     bias_g = _bias_array(bias, o_ch).reshape(group, og)
-    out = _gemm(pack_a, nb * oh * ow, b, b_hwc, _span(x, zp), _span(b, 0), bias_g, acc)
+    shape = (group, nb * oh * ow, og, k_len)
+    out = _gemm(pack_a, pack_b, shape, _span(x, zp), int(_weight_span(wc, w_zp)), bias_g, acc)
     out = out.reshape(group, og, nb, oh, ow).transpose(2, 0, 1, 3, 4)
     return np.ascontiguousarray(out).reshape(nb, o_ch, oh, ow)
 
@@ -407,15 +439,23 @@ def matmul_acc(
     if k_b != k_len:
         raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
     zp = int(a_zero_point)
-    b_zp = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64).reshape(-1), (n_cols,))
+    b_zp = np.ascontiguousarray(
+        np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64).reshape(-1), (n_cols,))
+    )
     m_rows = a.shape[0]
+    wc = np.ascontiguousarray(b.T).reshape(n_cols, k_len, 1, 1)
 
     def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
         packed = np.zeros((1, rows, cols), dtype=dtype)
-        packed[0, :m_rows, :k_len] = a.astype(np.int64) - zp
+        packed[0, :m_rows, :k_len] = a.astype(np.int32) - zp
         return packed
 
-    bc = (b.T.astype(np.int64) - b_zp[:, None])[None]
+    def pack_b(dtype: type, rows: int, cols: int) -> np.ndarray:
+        packed = np.zeros((1, rows, cols), dtype=dtype)
+        _pack_weights(wc, b_zp, False, packed)
+        return packed
+
     bias_g = _bias_array(bias, n_cols)[None]
-    out = _gemm(pack_a, m_rows, bc, bc, _span(a, zp), _span(bc, 0), bias_g, acc)
+    shape = (1, m_rows, n_cols, k_len)
+    out = _gemm(pack_a, pack_b, shape, _span(a, zp), int(_weight_span(wc, b_zp)), bias_g, acc)
     return np.ascontiguousarray(out[0].T)
