@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from conftest import ROOT, WORKLOADS
 from onnx import TensorProto, helper
 
 from accelsim.cli import main
-from conftest import ROOT, WORKLOADS
 
 HW = str(ROOT / "hwconfigs" / "edge_int8_16x16.yaml")
 QOP = WORKLOADS / "digits_cnn_int8_qop.onnx"

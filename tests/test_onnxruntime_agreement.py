@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import WORKLOADS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from accelsim.execute import execute
-from conftest import WORKLOADS
 from accelsim.workload import load_workload
 
 NP_TO_ONNX = {np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8, np.int32: TensorProto.INT32,
@@ -196,7 +196,8 @@ def test_matmulinteger_matches_onnxruntime(case, types, data, tmp_path_factory):
     inits = [const("b", b), const("az", a_zp), const("bz", b_zp)]
     node = helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])
     model = make_model([node], [helper.make_tensor_value_info("a", NP_TO_ONNX[at], a.shape)],
-                       helper.make_tensor_value_info("y", TensorProto.INT32, [None] * a.ndim), inits)
+                       helper.make_tensor_value_info("y", TensorProto.INT32, [None] * a.ndim),
+                       inits)
     ref = ort_run(model, {"a": a})
     got = accelsim_run(model, {"a": a}, tmp_path_factory.mktemp("m"))
     assert got.dtype == ref.dtype and np.array_equal(got, ref)
@@ -232,7 +233,8 @@ def qdq_conv_model(case, act, wt, rng, x_scale, w_scale, y_scale, relu_fold: boo
                                                           endpoint=True))
     bias_scale = (x_scale[0] * w_scale).astype(np.float32)
     inits = [const("xs", x_scale[0]), const("xz", x_zp), const("w", w), const("ws", w_scale),
-             const("wz", np.zeros(o, wt)), const("b", rng.integers(-3000, 3000, o).astype(np.int32)),
+             const("wz", np.zeros(o, wt)),
+             const("b", rng.integers(-3000, 3000, o).astype(np.int32)),
              const("bs", bias_scale), const("bz", np.zeros(o, np.int32)),
              const("ys", y_scale[0]), const("yz", y_zp)]
     conv_attrs = dict(kernel_shape=list(case["k"]), strides=list(case["s"]), pads=case["pads"],
