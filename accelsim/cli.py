@@ -96,7 +96,8 @@ def cmd_run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{graph.name} on {args.hardware}: executed bit-accurately "
+    source = args.input or f"seeded random data (seed {args.seed})"
+    print(f"{graph.name} on {args.hardware}: executed bit-accurately on {source} "
           f"({sum(r['macs'] for r in rows):,} MACs, accumulator {machine_accumulator(hw)})")
     print_table(result["layers"], ["name", "op", "output", "precision", "macs"])
     for name, v in outputs.items():
