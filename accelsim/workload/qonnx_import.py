@@ -408,10 +408,14 @@ def const_operand(low: QonnxLowering, node) -> tuple[Chain, np.ndarray, bool]:
     first = low.is_const(a)
     c = low.chain(node, b if first else a)
     p = np.asarray(low.consts[a if first else b], np.float32)
+    shape = low.tensors[c.src].shape
     try:
-        return c, trailing(p, low.ndim(c)), first
+        p = trailing(p, len(shape))
+        if np.broadcast_shapes(p.shape, shape[1:]) != shape[1:]:
+            raise ValueError(f"constant of shape {p.shape} does not broadcast to {shape}")
     except ValueError as e:
         raise low.fail(node, str(e)) from None
+    return c, p, first
 
 
 def extend(low: QonnxLowering, node, c: Chain, *steps) -> None:

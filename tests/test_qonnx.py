@@ -1,0 +1,259 @@
+"""QONNX graphs through accelsim agree with qonnx's own execution (execute_onnx).
+
+Agreement is bit-identical float32 outputs (accelsim's outputs are the dequantized values qonnx
+returns, replayed on accelsim's integers), and bit-identical integer codes at every quantizer of
+the bundled network. Every scale here is a power of two, so qonnx's float Conv/MatMul sums are
+exact and no mismatch is allowed anywhere.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.infer_shapes import InferShapes
+
+from accelsim.errors import UnsupportedError, WorkloadError
+from accelsim.execute import execute
+from accelsim.workload import load_workload
+from accelsim.workload.qonnx_import import lower_qonnx
+
+DOMAIN = "qonnx.custom_op.general"
+MODES = ["ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN"]
+BUNDLED = Path(__file__).resolve().parents[1] / "workloads" / "digits_binary_qonnx.onnx"
+FAST = settings(max_examples=25, deadline=None)
+
+
+def run_qonnx(model: onnx.ModelProto, x: np.ndarray, full: bool = False) -> dict:
+    wrapped = ModelWrapper(model).transform(InferShapes())
+    return execute_onnx(wrapped, {"x": x}, return_full_exec_context=full)
+
+
+def run_accelsim(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return execute(lower_qonnx(model, "test"), {"x": x})["y"]
+
+
+def assert_bit_identical(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    mismatches = int(np.sum(a.view(np.int32) != b.view(np.int32)))
+    assert mismatches == 0, f"{mismatches} of {a.size} differ, max {np.abs(a - b).max()}"
+
+
+def assert_same_values(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal float32 values; only the sign of zero may differ: qonnx dequantizes a value that
+    rounds to zero from below as -0.0, while an integer code 0 has no sign."""
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    mismatches = int(np.sum(a != b))
+    assert mismatches == 0, f"{mismatches} of {a.size} differ, max {np.abs(a - b).max()}"
+    assert_bit_identical(np.where(a == 0, 0, a).astype(np.float32),
+                         np.where(b == 0, 0, b).astype(np.float32))
+
+
+def make_model(nodes, inits: dict, x_shape, y_shape, qonnx_opset: int = 1) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid(DOMAIN, qonnx_opset)])
+    model.ir_version = 8
+    return model
+
+
+def quant_node(x, out, scale, zp, bits, signed=1, narrow=0, mode="ROUND", name=None):
+    return helper.make_node("Quant", [x, scale, zp, bits], [out], name or f"q_{out}",
+                            domain=DOMAIN, signed=signed, narrow=narrow, rounding_mode=mode)
+
+
+def bipolar_node(x, out, scale):
+    return helper.make_node("BipolarQuant", [x, scale], [out], f"bq_{out}", domain=DOMAIN)
+
+
+# ----- the bundled binary network --------------------------------------------------------------
+def test_bundled_binary_network_bit_identical(digits_test_set):
+    from binary_digits import with_batch
+
+    x, _ = digits_test_set
+    model = onnx.load(BUNDLED)
+    ref = execute_onnx(ModelWrapper(with_batch(model, len(x))), {"x": x},
+                       return_full_exec_context=True)
+    graph = load_workload(BUNDLED)
+    got = execute(graph, {"x": x}, keep_intermediates=True)
+    assert_bit_identical(got["logits"], ref["logits"])
+    # Every activation quantizer: accelsim's integer codes are qonnx's floats / scale.
+    for name in ("xq", "act1", "act2", "act3"):
+        t = graph.tensors[f"{name}_int"]
+        codes = got[f"{name}_int"].astype(np.float32) * t.quant.scale[0]
+        assert_bit_identical(codes, ref[name])
+
+
+# ----- hand-built graphs -----------------------------------------------------------------------
+@FAST
+@given(mode=st.sampled_from(MODES), signed=st.booleans(), narrow=st.booleans(),
+       bits=st.integers(2, 8), per_channel=st.booleans(), zp=st.integers(-3, 3),
+       seed=st.integers(0, 2**31 - 1))
+def test_quant_activation(mode, signed, narrow, bits, per_channel, zp, seed):
+    """Quant on a computed tensor, every attribute; values land on rounding ties and past the
+    clipping range, and scales are arbitrary (not powers of two)."""
+    rng = np.random.default_rng(seed)
+    c = 3
+    scale = rng.uniform(0.01, 2, (1, c, 1, 1) if per_channel else ()).astype(np.float32)
+    zp = np.float32(zp if not signed else zp)
+    ties = (rng.integers(-(1 << bits), 1 << bits, (2, c, 4, 4)) / 2).astype(np.float32)
+    x = (ties * scale + rng.normal(0, 1e-6, ties.shape) * (rng.random(ties.shape) < 0.3))
+    x = x.astype(np.float32)
+    model = make_model([quant_node("x", "y", "s", "z", "b", int(signed), int(narrow), mode)],
+                       {"s": scale, "z": zp, "b": bits}, [2, c, 4, 4], [2, c, 4, 4])
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
+def conv_model(rng, binary_x: bool, binary_w: bool, x_bits: int, w_bits: int, stride: int,
+               pad: int, per_channel: bool, tail: str):
+    """x -> quantizer -> Conv with quantized weights -> tail (bn_sign, mul_quant4, relu_out)."""
+    c, o, k = 3, 4, 3
+    inits = {"one": 1.0, "zero": 0.0, "xs": 2.0 ** -3, "xb": x_bits, "wb": w_bits}
+    nodes = [bipolar_node("x", "xq", "one") if binary_x else
+             quant_node("x", "xq", "xs", "zero", "xb", signed=1)]
+    inits["w"] = rng.normal(0, 1, (o, c, k, k))
+    if binary_w:
+        nodes.append(bipolar_node("w", "wq", "one"))
+    else:
+        ws = 2.0 ** rng.integers(-6, -1, (o, 1, 1, 1) if per_channel else ())
+        inits["ws"] = ws
+        nodes.append(quant_node("w", "wq", "ws", "zero", "wb", signed=1, narrow=1))
+    nodes.append(helper.make_node("Conv", ["xq", "wq"], ["acc"], "conv", kernel_shape=[k, k],
+                                  strides=[stride, stride], pads=[pad] * 4))
+    if tail == "bn_sign":
+        for name, v in (("g", rng.normal(0, 1, o)), ("bt", rng.normal(0, 1, o)),
+                        ("m", rng.normal(0, 2, o)), ("v", rng.uniform(0.1, 4, o))):
+            inits[name] = v
+        nodes += [helper.make_node("BatchNormalization", ["acc", "g", "bt", "m", "v"], ["bn"],
+                                   "bn", epsilon=1e-5), bipolar_node("bn", "y", "one")]
+    elif tail == "mul_quant4":
+        inits.update(ms=rng.uniform(-1, 1, (1, o, 1, 1)), qs=0.37, qb=4)
+        nodes += [helper.make_node("Mul", ["acc", "ms"], ["mm"], "mul"),
+                  quant_node("mm", "y", "qs", "zero", "qb", signed=1, mode="HALF_UP")]
+    else:
+        inits["bias"] = rng.normal(0, 1, (1, o, 1, 1))
+        nodes += [helper.make_node("Add", ["acc", "bias"], ["ab"], "add"),
+                  helper.make_node("Relu", ["ab"], ["y"], "relu")]
+    return make_model(nodes, inits, [2, c, 6, 6], None), c
+
+
+@FAST
+@given(binary_x=st.booleans(), binary_w=st.booleans(), x_bits=st.integers(2, 8),
+       w_bits=st.integers(2, 8), stride=st.integers(1, 2), pad=st.integers(0, 1),
+       per_channel=st.booleans(), tail=st.sampled_from(["bn_sign", "mul_quant4", "relu_out"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_conv(binary_x, binary_w, x_bits, w_bits, stride, pad, per_channel, tail, seed):
+    """Integer, binary and mixed convolutions with per-channel power-of-two weight scales, then
+    batch norm + sign (exact Threshold), a negative/positive scale + int4 Quant, or bias + Relu."""
+    rng = np.random.default_rng(seed)
+    model, c = conv_model(rng, binary_x, binary_w, x_bits, w_bits, stride, pad, per_channel,
+                          tail)
+    model = ModelWrapper(model).transform(InferShapes()).model
+    x = rng.normal(0, 1, (2, c, 6, 6)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+    ops = [n.op for n in lower_qonnx(model, "t").nodes]
+    assert ("Threshold" in ops) == (tail == "bn_sign")
+
+
+@FAST
+@given(bits=st.integers(2, 8), hidden=st.integers(1, 70), seed=st.integers(0, 2**31 - 1))
+def test_binary_dense_and_gemm(bits, hidden, seed):
+    """Bipolar activations x bipolar weights (MatMul, xnor-popcount), then a Gemm with transB and
+    per-row int weights, bias C, through Flatten."""
+    rng = np.random.default_rng(seed)
+    inits = {"one": 1.0, "zero": 0.0, "wb": bits, "w1": rng.normal(0, 1, (12, hidden)),
+             "w2": rng.normal(0, 1, (5, hidden)), "w2s": 2.0 ** rng.integers(-7, -1, (5, 1)),
+             "c": rng.normal(0, 1, 5), "sh": np.array([0, -1])}
+    del inits["sh"]
+    nodes = [bipolar_node("x", "xq", "one"),
+             helper.make_node("Flatten", ["xq"], ["f"], "flat", axis=1),
+             bipolar_node("w1", "w1q", "one"),
+             helper.make_node("MatMul", ["f", "w1q"], ["h"], "fc1"),
+             helper.make_node("Sub", ["zero", "h"], ["hn"], "neg"),
+             bipolar_node("hn", "hq", "one"),
+             quant_node("w2", "w2q", "w2s", "zero", "wb", narrow=1),
+             helper.make_node("Gemm", ["hq", "w2q", "c"], ["y"], "fc2", transB=1)]
+    model = make_model(nodes, inits, [3, 3, 2, 2], None)
+    x = rng.normal(0, 1, (3, 3, 2, 2)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
+@FAST
+@given(version=st.sampled_from([1, 2]), mode=st.sampled_from(["FLOOR", "ROUND", "CEIL"]),
+       in_bits=st.integers(4, 8), shift=st.integers(0, 3), seed=st.integers(0, 2**31 - 1))
+def test_trunc_after_average_pool(version, mode, in_bits, shift, seed):
+    """Brevitas's TruncAvgPool: Quant -> GlobalAveragePool -> Trunc (qonnx opset 1 and 2)."""
+    rng = np.random.default_rng(seed)
+    inits = {"s": 2.0 ** -2, "zero": 0.0, "ib": in_bits, "ob": in_bits - shift,
+             "os": 2.0 ** (shift - 2)}
+    inputs = ["gap", "s", "zero", "ib"] + (["os", "ob"] if version == 2 else ["ob"])
+    nodes = [quant_node("x", "xq", "s", "zero", "ib"),
+             helper.make_node("GlobalAveragePool", ["xq"], ["gap"], "gap"),
+             helper.make_node("Trunc", inputs, ["y"], "trunc", domain=DOMAIN, rounding_mode=mode)]
+    model = make_model(nodes, inits, [2, 3, 4, 4], None, qonnx_opset=version)
+    x = rng.normal(0, 8, (2, 3, 4, 4)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
+def test_maxpool_between_conv_and_quant_and_one_bit_quant():
+    """MaxPool on the accumulator (a non-decreasing chain) and a 1-bit signed Quant (bipolar)."""
+    rng = np.random.default_rng(1)
+    inits = {"one": 1.0, "zero": 0.0, "b8": 8, "b1": 1, "xs": 0.125,
+             "w": rng.normal(0, 1, (4, 2, 3, 3)), "t": rng.normal(0, 2, (1, 4, 1, 1))}
+    nodes = [quant_node("x", "xq", "xs", "zero", "b8"), bipolar_node("w", "wq", "one"),
+             helper.make_node("Conv", ["xq", "wq"], ["acc"], "conv", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["acc"], ["p"], "pool", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Add", ["p", "t"], ["pt"], "shift"),
+             quant_node("pt", "y", "one", "zero", "b1")]
+    model = make_model(nodes, inits, [2, 2, 6, 6], None)
+    x = rng.normal(0, 2, (2, 2, 6, 6)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+    assert "Threshold" in [n.op for n in lower_qonnx(model, "t").nodes]
+
+
+# ----- errors ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [0.0, -1.0, np.inf, np.nan])
+def test_bad_scale_names_the_node(scale):
+    model = make_model([quant_node("x", "y", "s", "z", "b", name="the_quant")],
+                       {"s": scale, "z": 0.0, "b": 8}, [1, 4], [1, 4])
+    with pytest.raises(WorkloadError, match="the_quant.*Quant.*finite and positive"):
+        lower_qonnx(model, "m.onnx")
+
+
+@pytest.mark.parametrize("case, match", [
+    ("float_conv", "conv.*Conv.*not quantized"),
+    ("unknown_op", "sm.*Softmax.*not supported"),
+    ("zero_bits", "q_y.*Quant.*0-bit"),
+    ("bad_mode", "q_y.*Quant.*rounding_mode SIDEWAYS"),
+    ("two_inputs", "add.*Add.*both inputs computed"),
+])
+def test_unsupported_names_node_and_need(case, match):
+    inits = {"s": 0.5, "z": 0.0, "b": 8, "w": np.ones((2, 2))}
+    if case == "float_conv":
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], "conv")]
+        nodes[0].op_type = "Conv"
+        inits["w"] = np.ones((2, 2, 1, 1))
+        shape = [1, 2, 1, 1]
+    else:
+        shape = [1, 2]
+        nodes = {
+            "unknown_op": [helper.make_node("Softmax", ["x"], ["y"], "sm")],
+            "zero_bits": [quant_node("x", "y", "s", "z", "b")],
+            "bad_mode": [quant_node("x", "y", "s", "z", "b", mode="SIDEWAYS")],
+            "two_inputs": [quant_node("x", "a", "s", "z", "b"),
+                           helper.make_node("Add", ["a", "a"], ["y"], "add")],
+        }[case]
+        if case == "zero_bits":
+            inits["b"] = 0
+    with pytest.raises(UnsupportedError, match=match):
+        lower_qonnx(make_model(nodes, inits, shape, shape), "m.onnx")
