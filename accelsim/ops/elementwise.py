@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from accelsim.ops import Op, out_storage, register
+from accelsim.ops.quantize import dequantize, quantize
 
 
 @register
@@ -27,23 +28,55 @@ class Sign(Op):
         return [np.where(x >= self.attrs["threshold"], 1, -1).astype(np.int8)]
 
 
-def dequantize_f32(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """float32(scale) * float32(int32(q) - zero_point), as MLAS writes it."""
-    return np.float32(scale) * (q.astype(np.int32) - np.int32(zero_point)).astype(np.float32)
+def fma_f32(a, b, c) -> np.ndarray:
+    """float32 fused multiply-add a * b + c with a single rounding (numpy has no fma).
+
+    a * b is exact in float64; the float64 sum is rounded to odd (sticky last bit from its exact
+    error term), which makes the final rounding to float32 the correctly rounded fma."""
+    a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
+    p = a * b
+    s = p + c
+    t = s - p
+    err = (p - (s - t)) + (c - t)
+    even = (s.view(np.int64) & 1) == 0
+    s = np.where((err != 0) & even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
 
 
-def quantize_f32(v: np.ndarray, scale: float, zero_point: int, lo: int, hi: int) -> np.ndarray:
-    """saturate(rint(v / scale) + zero_point), float32 division."""
-    q = np.rint(np.divide(v, np.float32(scale), dtype=np.float32)).astype(np.int64) + zero_point
-    return np.clip(q, lo, hi)
+def cvtps_epi32(v: np.ndarray) -> np.ndarray:
+    """x86 CVTPS2DQ: round half to even; NaN and out-of-range values become INT32_MIN."""
+    ok = np.abs(v) < np.float32(2.0**31)
+    return np.where(ok, np.rint(np.where(ok, v, 0)), -(2**31)).astype(np.int64)
+
+
+def scalar_per_span(a_shape, b_shape) -> str | None:
+    """Which operand onnxruntime's Broadcaster hands to the kernel as one scalar per span ("a",
+    "b") or None when both are spans. It is decided by the innermost axis not 1 in both."""
+    n = max(len(a_shape), len(b_shape))
+    a = (1,) * (n - len(a_shape)) + tuple(a_shape)
+    b = (1,) * (n - len(b_shape)) + tuple(b_shape)
+    for da, db in zip(reversed(a), reversed(b), strict=True):
+        if da == db == 1:
+            continue
+        if da == db:
+            return None
+        return "a" if da == 1 else "b"
+    return "b"
 
 
 @register
 class Add(Op):
-    """QLinearAdd: c = saturate(rint((A + B) / c_scale) + c_zp), with A, B dequantized in float32.
+    """QLinearAdd, exactly as onnxruntime computes it on an x86 CPU with AVX2 and FMA (MLAS
+    MlasQLinearAddKernelAvx2Helper; no fixed-point path, no fallback on x86). All float32:
 
-    This is MLAS's portable formula; its AVX2 kernel uses a fixed-point form that can differ
-    by one on rare inputs (see tests/test_onnxruntime_agreement.py).
+        rA = a_scale / c_scale,  rB = b_scale / c_scale
+        fixed = c_zp - fma(rA, a_zp, rB * b_zp)      (the compiler contracts this into an FMA)
+        c = saturate(cvtps2dq(fma(a, rA, fma(b, rB, fixed))))
+
+    When the broadcaster passes input A as a scalar per span, onnxruntime calls the kernel with
+    the operands swapped (A <-> B with their scales and zero points), which changes the roundings.
+    cvtps2dq rounds half to even (and turns overflow into INT32_MIN, which saturates low).
+    8-bit operands only, as onnxruntime's QLinearAdd.
     """
 
     op_type = "Add"
@@ -51,10 +84,14 @@ class Add(Op):
     def run(self, a, b):
         at = self.attrs
         t = self.out_tensors[0].type
-        s = dequantize_f32(a, at["a_scale"], at["a_zero_point"]) + dequantize_f32(
-            b, at["b_scale"], at["b_zero_point"]
-        )
-        return [quantize_f32(s, at["c_scale"], at["c_zero_point"], t.min, t.max).astype(t.storage)]
+        sa, sb, sc = (np.float32(at[k]) for k in ("a_scale", "b_scale", "c_scale"))
+        za, zb, zc = (int(at[k]) for k in ("a_zero_point", "b_zero_point", "c_zero_point"))
+        if scalar_per_span(a.shape, b.shape) == "a":
+            a, sa, za, b, sb, zb = b, sb, zb, a, sa, za
+        ra, rb = sa / sc, sb / sc
+        fixed = np.float32(zc) - fma_f32(ra, np.float32(za), rb * np.float32(zb))
+        v = fma_f32(a.astype(np.float32), ra, fma_f32(b.astype(np.float32), rb, fixed))
+        return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]
 
     @staticmethod
     def shape(attrs, a, b):
@@ -63,8 +100,8 @@ class Add(Op):
 
 @register
 class Concat(Op):
-    """QLinearConcat: inputs whose scale and zero point differ from the output's are requantized
-    through float32 (onnxruntime builds a lookup table the same way)."""
+    """QLinearConcat: an input whose scale and zero point differ from the output's goes through
+    onnxruntime's 256-entry lookup table, built as quantize(dequantize(x)) (MlasQuantizeLinear)."""
 
     op_type = "Concat"
 
@@ -83,7 +120,7 @@ class Concat(Op):
             if scale == at["y_scale"] and zp == at["y_zero_point"]:
                 parts.append(x.astype(t.storage))
             else:
-                v = dequantize_f32(x, scale, zp)
-                q = quantize_f32(v, at["y_scale"], at["y_zero_point"], t.min, t.max)
+                q = quantize(dequantize(x, scale, zp), at["y_scale"], at["y_zero_point"],
+                             t.min, t.max)
                 parts.append(q.astype(t.storage))
         return [np.concatenate(parts, axis=at["axis"]).astype(out_storage(self))]

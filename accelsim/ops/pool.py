@@ -1,4 +1,5 @@
-"""Pooling on integer tensors: MaxPool, and the accumulator of a global average pool."""
+"""Pooling on integer tensors: MaxPool, the accumulator of a global average pool, and the
+quantized AveragePool."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import numpy as np
 
 from accelsim.ops import Op, register
+from accelsim.ops.elementwise import cvtps_epi32
+from accelsim.ops.quantize import dequantize
 
 
 def pool_output_hw(hw, kernel, strides, pads, dilations, ceil_mode: bool) -> tuple[int, int]:
@@ -70,3 +73,52 @@ class GlobalAveragePool(Op):
         zp = int(self.attrs["x_zero_point"])
         s = x.astype(np.int64).sum(axis=(2, 3), keepdims=True) - zp * x.shape[2] * x.shape[3]
         return [s.astype(np.int32)]
+
+
+@register
+class AveragePool(Op):
+    """QLinearAveragePool as onnxruntime's CPU kernel computes it, in float32:
+    x is dequantized (x_scale * (x - x_zp)); each window [ph*sh - top, +kh) x [pw*sw - left, +kw),
+    cut to the input (the padding adds nothing), is summed row by row from 0.0 and divided by its
+    element count (kh*kw with count_include_pad, else the cut window's size); then
+    y = saturate(int32(nearbyint(avg / y_scale + y_zp))) -- the zero point is added before
+    rounding, unlike QuantizeLinear. (A window covering the whole unpadded input takes onnxruntime's
+    global-pool path instead; the importer lowers that case to GlobalAveragePool.)"""
+
+    op_type = "AveragePool"
+
+    @staticmethod
+    def shape(attrs, x):
+        oh, ow = pool_output_hw(x[2:], attrs["kernel_shape"], attrs["strides"], attrs["pads"],
+                                (1, 1), attrs["ceil_mode"])
+        return [(x[0], x[1], oh, ow)]
+
+    def run(self, x):
+        a = self.attrs
+        t = self.out_tensors[0].type
+        (kh, kw), (sh, sw) = a["kernel_shape"], a["strides"]
+        top, left = a["pads"][:2]
+        n, c, h, w = x.shape
+        oh, ow = self.shape(a, x.shape)[0][2:]
+        xf = dequantize(x, a["x_scale"], a["x_zero_point"])
+        # Zero padding on every side far enough for all windows; zeros leave float sums unchanged.
+        xp = np.zeros((n, c, top + max(h, (oh - 1) * sh + kh), left + max(w, (ow - 1) * sw + kw)),
+                      np.float32)
+        xp[:, :, top : top + h, left : left + w] = xf
+        total = np.zeros((n, c, oh, ow), np.float32)
+        for ky in range(kh):
+            for kx in range(kw):
+                total += xp[:, :, ky : ky + (oh - 1) * sh + 1 : sh, kx : kx + (ow - 1) * sw + 1 :
+                            sw]
+        if a["count_include_pad"]:
+            count = np.full((oh, ow), kh * kw)
+        else:
+            hs = np.arange(oh) * sh - top
+            ws = np.arange(ow) * sw - left
+            rows = np.minimum(hs + kh, h) - np.maximum(hs, 0)
+            cols = np.minimum(ws + kw, w) - np.maximum(ws, 0)
+            count = rows[:, None] * cols[None, :]
+        avg = np.divide(total, count.astype(np.float32), dtype=np.float32)
+        v = np.divide(avg, np.float32(a["y_scale"]), dtype=np.float32) + np.float32(
+            a["y_zero_point"])
+        return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]

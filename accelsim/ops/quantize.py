@@ -48,6 +48,25 @@ class Requantize(Op):
         ]
 
 
+def quantize(x: np.ndarray, scale, zero_point, lo: int, hi: int) -> np.ndarray:
+    """MLAS's MlasQuantizeLinear: float32 x / scale (a division, not a reciprocal), clamped in
+    float to [lo - zp, hi - zp] (MAXPS maps NaN to the low bound), rounded half to even, plus zp.
+    `scale` and `zero_point` broadcast against x (per tensor or per channel). Returns int64."""
+    zp = np.asarray(zero_point, np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge / tiny -> inf, as in float32
+        q = np.divide(np.asarray(x, np.float32), np.asarray(scale, np.float32), dtype=np.float32)
+    q = np.where(np.isnan(q), np.float32(lo) - zp.astype(np.float32), q)
+    q = np.minimum(np.maximum(q, (lo - zp).astype(np.float32)), (hi - zp).astype(np.float32))
+    return np.rint(q).astype(np.int64) + zp
+
+
+def dequantize(q: np.ndarray, scale, zero_point) -> np.ndarray:
+    """float32(int32(q) - zero_point) * float32(scale), one float32 multiply."""
+    centred = (np.asarray(q).astype(np.int64) - np.asarray(zero_point, np.int64))
+    return np.multiply(centred.astype(np.float32), np.asarray(scale, np.float32),
+                       dtype=np.float32)
+
+
 @register
 class QuantizeLinear(Op):
     op_type = "QuantizeLinear"
@@ -57,13 +76,7 @@ class QuantizeLinear(Op):
         axis = self.attrs.get("axis")
         scale = channel_view(np.asarray(self.attrs["scale"], np.float32), x.ndim, axis)
         zp = channel_view(np.asarray(self.attrs["zero_point"], np.int64), x.ndim, axis)
-        q = np.divide(x.astype(np.float32, copy=False), scale, dtype=np.float32)
-        # MLAS clamps to [min - zp, max - zp] in float before rounding; MAXPS maps NaN to the min.
-        lo = (t.min - zp).astype(np.float32)
-        hi = (t.max - zp).astype(np.float32)
-        q = np.where(np.isnan(q), lo, q)
-        q = np.minimum(np.maximum(q, lo), hi)
-        return [(np.rint(q).astype(np.int64) + zp).astype(t.storage)]
+        return [quantize(x, scale, zp, t.min, t.max).astype(t.storage)]
 
 
 @register
@@ -74,5 +87,4 @@ class DequantizeLinear(Op):
         axis = self.attrs.get("axis")
         scale = channel_view(np.asarray(self.attrs["scale"], np.float32), y.ndim, axis)
         zp = channel_view(np.asarray(self.attrs["zero_point"], np.int64), y.ndim, axis)
-        centred = (y.astype(np.int64) - zp).astype(np.float32)
-        return [np.multiply(centred, scale, dtype=np.float32).astype(out_storage(self))]
+        return [dequantize(y, scale, zp).astype(out_storage(self))]

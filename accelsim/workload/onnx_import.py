@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from accelsim.errors import UnsupportedError, WorkloadError
 from accelsim.ops import REGISTRY
-from accelsim.ops.quantize import requant_multiplier
+from accelsim.ops.quantize import quantize, requant_multiplier
 from accelsim.workload.ir import (
     FLOAT32,
     INT32,
@@ -256,6 +256,7 @@ HANDLERS: dict[str, Handler] = {}
 QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
     "MatMulInteger", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat",
+    "QLinearAveragePool",
 }
 
 
@@ -507,7 +508,10 @@ def qgemm(low: OnnxLowering, i: int, node) -> None:
     emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[8]), -1)
 
 
-def add_attrs(qa: Quant, qb: Quant, qc: Quant) -> dict:
+def add_attrs(low: OnnxLowering, node, qa: Quant, qb: Quant, qc: Quant, c_type) -> dict:
+    """The quantized Add's attributes; onnxruntime has QLinearAdd for 8-bit per-tensor only."""
+    if c_type.bits != 8 or any(q.scale.size != 1 for q in (qa, qb, qc)):
+        raise low.fail(node, "only 8-bit per-tensor quantized Add is supported (as onnxruntime)")
     return dict(a_scale=float(qa.scale[0]), a_zero_point=int(qa.zero_point[0]),
                 b_scale=float(qb.scale[0]), b_zero_point=int(qb.zero_point[0]),
                 c_scale=float(qc.scale[0]), c_zero_point=int(qc.zero_point[0]))
@@ -517,8 +521,9 @@ def add_attrs(qa: Quant, qb: Quant, qc: Quant) -> dict:
 def qlinear_add(low: OnnxLowering, i: int, node) -> None:
     inp = list(node.input)
     qa, qb, qc = (low.qparams(node, inp[k], inp[k + 1]) for k in (1, 4, 6))
-    low.emit("Add", node.name, [low.ir(inp[0]), low.ir(inp[3])], node.output[0],
-             low.zp_type(node, inp[7]), qc, **add_attrs(qa, qb, qc))
+    c_type = low.zp_type(node, inp[7])
+    low.emit("Add", node.name, [low.ir(inp[0]), low.ir(inp[3])], node.output[0], c_type, qc,
+             **add_attrs(low, node, qa, qb, qc, c_type))
 
 
 @handles("Add")
@@ -526,7 +531,7 @@ def qdq_add(low: OnnxLowering, i: int, node) -> None:
     a, b = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
     q, qc, c_type = fused_output(low, i, node)
     low.emit("Add", node.name, [a.int_name, b.int_name], q.output[0], c_type, qc,
-             **add_attrs(a.quant, b.quant, qc))
+             **add_attrs(low, node, a.quant, b.quant, qc, c_type))
 
 
 def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
@@ -553,6 +558,44 @@ def qdq_global_pool(low: OnnxLowering, i: int, node) -> None:
     x = dq_input(low, node, node.input[0])
     q, y_quant, y_type = fused_output(low, i, node)
     emit_global_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
+
+
+def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
+    """onnxruntime's QLinearAveragePool: a window covering the whole unpadded input takes its
+    global-pool path (integer sum, then requantize), any other the float32 window average."""
+    a = attrs_of(node)
+    shape = low.tensors[x].shape
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(shape) != 4:
+        raise low.fail(node, "only 2-D AveragePool with explicit pads is supported")
+    if a.get("channels_last", 0) or any(d != 1 for d in a.get("dilations", (1, 1))):
+        raise low.fail(node, "channels_last and dilations are not supported")
+    if any(q.scale.size != 1 for q in (x_quant, y_quant)):
+        raise low.fail(node, "per-channel quantization is not supported")
+    kernel, pads = tuple(a["kernel_shape"]), tuple(a.get("pads", (0, 0, 0, 0)))
+    if kernel == tuple(shape[2:]) and not any(pads):
+        emit_global_pool(low, node, x, x_quant, y_quant, y_type, out)
+        return
+    low.emit("AveragePool", node.name, [x], out, y_type, y_quant, kernel_shape=kernel,
+             strides=tuple(a.get("strides", (1, 1))), pads=pads,
+             ceil_mode=bool(a.get("ceil_mode", 0)),
+             count_include_pad=bool(a.get("count_include_pad", 0)),
+             x_scale=float(x_quant.scale[0]), x_zero_point=int(x_quant.zero_point[0]),
+             y_scale=float(y_quant.scale[0]), y_zero_point=int(y_quant.zero_point[0]))
+
+
+@handles("QLinearAveragePool")
+def qlinear_average_pool(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (5 - len(node.input))
+    emit_average_pool(low, node, low.ir(inp[0]), low.qparams(node, inp[1], inp[2]),
+                      low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]),
+                      node.output[0])
+
+
+@handles("AveragePool")
+def qdq_average_pool(low: OnnxLowering, i: int, node) -> None:
+    x = dq_input(low, node, node.input[0])
+    q, y_quant, y_type = fused_output(low, i, node)
+    emit_average_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
 
 
 def concat_attrs(axis, in_quants, y_quant) -> dict:
@@ -655,23 +698,31 @@ def layout(low: OnnxLowering, i: int, node) -> None:
 
 @handles("Relu", "Clip")
 def relu(low: OnnxLowering, i: int, node) -> None:
-    """Relu/Clip between a DQ and a Q (left by some exporters): a clamp in the integer domain."""
+    """Relu/Clip after a DQ. onnxruntime runs it in float32 (or drops it into the next Q when that
+    Q saturates at its bounds anyway). A clamp of the integers is the same thing for Relu (0 is the
+    zero point) and when the next Q has the DQ's parameters (the bounds are then Q(min), Q(max));
+    otherwise accelsim keeps it in float too: DQ -> Clip -> Q."""
     d = dq_input(low, node, node.input[0])
     t = low.tensors[d.int_name]
-    if d.quant.scale.size != 1:
-        raise low.fail(node, "per-channel quantized input")
-    scale, zp = float(d.quant.scale[0]), int(d.quant.zero_point[0])
-    lo, hi = 0.0, np.inf
+    lo, hi = np.float32(0.0), np.float32(np.inf)
     if node.op_type == "Clip":
         a = attrs_of(node)
         lo_arr = low.opt_const(node, 1, "min")
         hi_arr = low.opt_const(node, 2, "max")
-        lo = float(lo_arr) if lo_arr is not None else a.get("min", -np.inf)
-        hi = float(hi_arr) if hi_arr is not None else a.get("max", np.inf)
-    q_lo = max(t.type.min, zp + int(np.ceil(lo / scale))) if np.isfinite(lo) else t.type.min
-    q_hi = min(t.type.max, zp + int(np.floor(hi / scale))) if np.isfinite(hi) else t.type.max
+        lo = np.float32(lo_arr if lo_arr is not None else a.get("min", -np.inf))
+        hi = np.float32(hi_arr if hi_arr is not None else a.get("max", np.inf))
+    found = low.sole_q_consumer(node.output[0])
+    same = found is not None and same_quant(
+        low.qparams(found[1], found[1].input[1], found[1].input[2] if len(found[1].input) > 2
+                    else None), d.quant)
+    if node.op_type == "Clip" and not same:
+        x = low.materialize(node.input[0])
+        low.emit("Clip", node.name, [x], node.output[0], FLOAT32, lo=lo, hi=hi)
+        return
+    if d.quant.scale.size != 1:
+        raise low.fail(node, "per-channel quantized input")
+    scale, zp = d.quant.scale[0], d.quant.zero_point[0]
+    q_lo, q_hi = (int(quantize(v, scale, zp, t.type.min, t.type.max)) for v in (lo, hi))
     out = low.emit("Clip", node.name, [d.int_name], f"{node.output[0]}_int", t.type, d.quant,
                    lo=q_lo, hi=q_hi)
     low.dq[node.output[0]] = DQValue(out, d.quant)
-
-
