@@ -325,12 +325,20 @@ def same_quant(a: Quant, b: Quant) -> bool:
     return np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point, b.zero_point)
 
 
+def check_linear_quant(low: OnnxLowering, node, a: dict) -> None:
+    if a.get("block_size", 0):
+        raise low.fail(node, "blocked quantization (block_size) is not supported")
+
+
 @handles("QuantizeLinear")
 def quantize_linear(low: OnnxLowering, i: int, node) -> None:
     a = attrs_of(node)
+    check_linear_quant(low, node, a)
     zp_name = node.input[2] if len(node.input) > 2 else None
     quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1))
     etype = low.zp_type(node, zp_name)
+    if etype.bits < 8:
+        raise low.fail(node, f"{etype} outputs are not supported (8- and 16-bit only)")
     d = low.dq.get(node.input[0])
     if d is not None and same_quant(d.quant, quant) and low.tensors[d.int_name].type == etype:
         low.alias[node.output[0]] = d.int_name  # Q(DQ(x)) with the same parameters is x
@@ -344,6 +352,7 @@ def quantize_linear(low: OnnxLowering, i: int, node) -> None:
 def dequantize_linear(low: OnnxLowering, i: int, node) -> None:
     """Pending: consumers that fuse read the integers; others materialize a real node."""
     a = attrs_of(node)
+    check_linear_quant(low, node, a)
     zp_name = node.input[2] if len(node.input) > 2 else None
     src = node.input[0]
     quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1))
@@ -352,6 +361,10 @@ def dequantize_linear(low: OnnxLowering, i: int, node) -> None:
         low.const_tensor(src, low.consts[src].astype(etype.storage), etype, quant)
     elif low.ir(src) not in low.tensors:
         raise low.fail(node, f"input {src} is not produced by any node")
+    else:
+        etype = low.tensors[low.ir(src)].type
+    if etype.bits < 8:
+        raise low.fail(node, f"{etype} inputs are not supported (8- to 32-bit only)")
     low.dq[node.output[0]] = DQValue(low.ir(src), quant)
 
 
