@@ -15,6 +15,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from accelsim.kernels.geometry import check_conv
+
 WORD = 64
 
 
@@ -137,15 +139,10 @@ def binary_conv2d_acc(
     """(N, O, OH, OW) int32 sums of x*w over the valid taps of a +-1 convolution (zero padding)."""
     nb, channels, h, wd = x.shape
     o_ch, cg, kh, kw = w.shape
-    if channels != cg * group or o_ch % group:
-        raise ValueError(f"conv shapes x {x.shape}, w {w.shape} do not match group {group}")
+    oh, ow = check_conv(x.shape, w.shape, strides, pads, dilations, group)
     sh, sw = strides
     pt, pl, pb, pr = pads
     dh, dw = dilations
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"conv output would be empty ({oh}x{ow})")
     og = o_ch // group
     k_len = cg * kh * kw
     n_words = -(-k_len // WORD)

@@ -25,6 +25,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from accelsim.kernels.accumulator import Accumulator
+from accelsim.kernels.geometry import check_conv
 
 INT16_MAX = 32767
 INT32_MAX = 2**31 - 1
@@ -382,15 +383,10 @@ def conv2d_acc(
     """
     nb, channels, h, wd = x.shape
     o_ch, cg, kh, kw = w.shape
-    if channels != cg * group or o_ch % group:
-        raise ValueError(f"conv shapes x {x.shape}, w {w.shape} do not match group {group}")
+    oh, ow = check_conv(x.shape, w.shape, strides, pads, dilations, group)
     sh, sw = strides
     pt, pl, pb, pr = pads
     dh, dw = dilations
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"conv output would be empty ({oh}x{ow})")
     og = o_ch // group
     k_len = cg * kh * kw
     zp = int(x_zero_point)

@@ -5,17 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from accelsim.kernels import binary_conv2d_acc, conv2d_acc
+from accelsim.kernels.geometry import conv_output_hw
 from accelsim.ops import Op, register
-
-
-def conv_output_hw(
-    hw: tuple[int, int], kernel: tuple[int, int], strides, pads, dilations
-) -> tuple[int, int]:
-    """Output height and width of a convolution or pooling window, floor mode."""
-    return tuple(
-        (hw[i] + pads[i] + pads[i + 2] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
-        for i in range(2)
-    )
 
 
 @register
