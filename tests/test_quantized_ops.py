@@ -1,5 +1,5 @@
 """Every quantized operator besides conv/matmul against onnxruntime (CPU provider, default session
-options), bit for bit: QLinearAdd (and DQ -> Add -> Q), QLinearMul, QLinearGlobalAveragePool,
+options), bit for bit: QLinearAdd and QLinearMul (and DQ -> Add/Mul -> Q), QLinearGlobalAveragePool,
 QLinearAveragePool (and DQ -> AveragePool -> Q), QLinearConcat, MaxPool on integers,
 QuantizeLinear / DequantizeLinear, and Relu / Clip between a DQ and a Q.
 """
@@ -70,15 +70,39 @@ def binary_model(op, dtype, a_shape, b_shape, qa, qb, qc):
                       vi("c", dtype, [None] * out_rank), inits, ms=True)
 
 
-@HYP
-@given(shapes=broadcast_shapes(), dtype=st.sampled_from([np.uint8, np.int8]), data=st.data())
-def test_qlinearadd(shapes, dtype, data, tmp_path_factory):
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+def binary_qparams(data, rng, dtype):
+    """Three (scale, zero point) pairs; power-of-two scales put results on rounding ties, and the
+    spread of scales reaches both saturation and INT32 overflow of the float result."""
     ties = data.draw(st.booleans())
-    q = [(data.draw(scales(1, ties))[0], zero_point(rng, dtype)) for _ in range(3)]
-    model = binary_model("QLinearAdd", dtype, *shapes, *q)
+    return [(data.draw(scales(1, ties))[0], zero_point(rng, dtype)) for _ in range(3)]
+
+
+@HYP
+@given(op=st.sampled_from(["QLinearAdd", "QLinearMul"]), shapes=broadcast_shapes(),
+       dtype=st.sampled_from([np.uint8, np.int8]), data=st.data())
+def test_qlinear_binary(op, shapes, dtype, data, tmp_path_factory):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    model = binary_model(op, dtype, *shapes, *binary_qparams(data, rng, dtype))
     feeds = {"a": ints(rng, dtype, shapes[0]), "b": ints(rng, dtype, shapes[1])}
     assert_same(model, feeds, tmp_path_factory)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinearmul_every_operand_pair(dtype, tmp_path_factory):
+    """All 65,536 operand pairs, with seeded scales that keep most products inside the output
+    range, one set of them powers of two (every result a multiple of 1/256: many exact ties)."""
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dtype)
+    values = np.arange(info.min, info.max + 1, dtype=np.int64)
+    a, b = (v.astype(dtype) for v in np.meshgrid(values, values, indexing="ij"))
+    triples = [(np.float32(2**-3), np.float32(2**-4), np.float32(2**-1))]
+    for _ in range(3):
+        sa, sb = np.float32(rng.uniform(0.01, 1)), np.float32(rng.uniform(0.01, 1))
+        triples.append((sa, sb, np.float32(sa * sb * rng.uniform(64, 512))))
+    for triple in triples:
+        q = [(s, zero_point(rng, dtype)) for s in triple]
+        assert_same(binary_model("QLinearMul", dtype, a.shape, b.shape, *q), {"a": a, "b": b},
+                    tmp_path_factory)
 
 
 def qdq(nodes_between, n_inputs, in_shapes, out_rank, qin, qout, dtype, inits=()):
@@ -103,14 +127,14 @@ def float_feeds(rng, shapes, spread=4.0):
 
 
 @HYP
-@given(shapes=broadcast_shapes(), dtype=st.sampled_from([np.uint8, np.int8]), data=st.data())
-def test_qdq_add(shapes, dtype, data, tmp_path_factory):
-    """onnxruntime fuses DQ -> Add -> Q into QLinearAdd."""
+@given(op=st.sampled_from(["Add", "Mul"]), shapes=broadcast_shapes(),
+       dtype=st.sampled_from([np.uint8, np.int8]), data=st.data())
+def test_qdq_binary(op, shapes, dtype, data, tmp_path_factory):
+    """onnxruntime fuses DQ -> Add/Mul -> Q into QLinearAdd/QLinearMul."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    ties = data.draw(st.booleans())
-    q = [(data.draw(scales(1, ties))[0], zero_point(rng, dtype)) for _ in range(3)]
+    q = binary_qparams(data, rng, dtype)
     out_rank = len(np.broadcast_shapes(*shapes))
-    model = qdq([helper.make_node("Add", ["x0f", "x1f"], ["yf"])], 2, shapes, out_rank, q[:2],
+    model = qdq([helper.make_node(op, ["x0f", "x1f"], ["yf"])], 2, shapes, out_rank, q[:2],
                 q[2], dtype)
     assert_same(model, float_feeds(rng, shapes), tmp_path_factory)
 
@@ -316,10 +340,13 @@ def test_qdq_relu_clip(op, dtype, same, data, tmp_path_factory):
     assert_same(model, float_feeds(rng, [shape]), tmp_path_factory)
 
 
-def test_unsupported_add_is_rejected(tmp_path):
-    """16-bit QLinearAdd does not exist in onnxruntime; accelsim says so rather than guess."""
-    model = binary_model("QLinearAdd", np.uint16, (2,), (2,), (np.float32(1), 0),
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_unsupported_binary_is_rejected(op, tmp_path):
+    """16-bit QLinearAdd/QLinearMul do not exist in onnxruntime; accelsim says so rather than
+    guess, naming the node."""
+    model = binary_model(op, np.uint16, (2,), (2,), (np.float32(1), 0),
                          (np.float32(1), 0), (np.float32(1), 0))
-    with pytest.raises(AccelsimError, match="8-bit"):
+    with pytest.raises(AccelsimError, match=rf"\({op}\).*8-bit"):
         accelsim_run(model, {"a": np.zeros(2, np.uint16), "b": np.zeros(2, np.uint16)},
                      tmp_path)
+

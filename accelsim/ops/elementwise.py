@@ -1,4 +1,4 @@
-"""Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Concat."""
+"""Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Mul, Concat."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ def scalar_per_span(a_shape, b_shape) -> str | None:
     return "b"
 
 
+def broadcast_shape(attrs, a, b):
+    """The output shape of a two-operand element-wise op: numpy broadcasting."""
+    return [tuple(np.broadcast_shapes(tuple(a), tuple(b)))]
+
+
 @register
 class Add(Op):
     """QLinearAdd, exactly as onnxruntime computes it on an x86 CPU with AVX2 and FMA (MLAS
@@ -93,9 +98,34 @@ class Add(Op):
         v = fma_f32(a.astype(np.float32), ra, fma_f32(b.astype(np.float32), rb, fixed))
         return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]
 
-    @staticmethod
-    def shape(attrs, a, b):
-        return [tuple(np.broadcast_shapes(tuple(a), tuple(b)))]
+    shape = staticmethod(broadcast_shape)
+
+
+@register
+class Mul(Op):
+    """QLinearMul, exactly as onnxruntime computes it on x86 (MLAS MlasQLinearMulKernel, SSE2:
+    no FMA, and the same on every x86 CPU). The product of the centred operands is exact in int32;
+    then, in float32 with separate roundings:
+
+        ratio = (a_scale * b_scale) / c_scale
+        c = saturate(cvtps2dq(float32((a - a_zp) * (b - b_zp)) * ratio + c_zp))
+
+    The kernel's operand swap for a scalar A changes nothing here (both products commute).
+    8-bit operands only, as onnxruntime's QLinearMul.
+    """
+
+    op_type = "Mul"
+
+    def run(self, a, b):
+        at = self.attrs
+        t = self.out_tensors[0].type
+        ratio = np.float32(at["a_scale"]) * np.float32(at["b_scale"]) / np.float32(at["c_scale"])
+        za, zb = at["a_zero_point"], at["b_zero_point"]
+        prod = (a.astype(np.int32) - za) * (b.astype(np.int32) - zb)
+        v = prod.astype(np.float32) * ratio + np.float32(at["c_zero_point"])
+        return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]
+
+    shape = staticmethod(broadcast_shape)
 
 
 @register

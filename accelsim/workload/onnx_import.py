@@ -1,12 +1,13 @@
 """ONNX importer: QOperator graphs (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, QGemm,
-QLinearAdd, QLinearGlobalAveragePool, QLinearConcat, ...) and QDQ graphs (as written by
+QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearConcat, ...) and QDQ graphs (as written by
 onnxruntime.quantization.quantize_static) lowered to the integer IR.
 
 QDQ graphs are lowered the way onnxruntime's QDQ transformer fuses them, so that both forms of the
 same network give the same IR: DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear becomes
-Conv/MatMul + Requantize (as QLinearConv), DQ -> Add -> Q becomes the quantized Add, DQ -> MaxPool
-/Reshape/... -> Q with equal parameters runs on the integers directly, and so on. Each ONNX op has
-one small handler below; anything else is rejected naming the node and what it would need.
+Conv/MatMul + Requantize (as QLinearConv), DQ -> Add/Mul -> Q becomes the quantized Add/Mul,
+DQ -> MaxPool/Reshape/... -> Q with equal parameters runs on the integers directly, and so on.
+Each ONNX op has one small handler below; anything else is rejected naming the node and what it
+would need.
 """
 
 from __future__ import annotations
@@ -255,8 +256,8 @@ Handler = Callable[[OnnxLowering, int, onnx.NodeProto], None]
 HANDLERS: dict[str, Handler] = {}
 QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-    "MatMulInteger", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearConcat",
-    "QLinearAveragePool",
+    "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
+    "QLinearConcat", "QLinearAveragePool",
 }
 
 
@@ -521,30 +522,33 @@ def qgemm(low: OnnxLowering, i: int, node) -> None:
     emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[8]), -1)
 
 
-def add_attrs(low: OnnxLowering, node, qa: Quant, qb: Quant, qc: Quant, c_type) -> dict:
-    """The quantized Add's attributes; onnxruntime has QLinearAdd for 8-bit per-tensor only."""
+def binary_attrs(low: OnnxLowering, node, qa: Quant, qb: Quant, qc: Quant, c_type) -> dict:
+    """The quantized Add's or Mul's attributes; onnxruntime has QLinearAdd and QLinearMul for
+    8-bit per-tensor quantization only."""
     if c_type.bits != 8 or any(q.scale.size != 1 for q in (qa, qb, qc)):
-        raise low.fail(node, "only 8-bit per-tensor quantized Add is supported (as onnxruntime)")
+        raise low.fail(node, "only 8-bit per-tensor quantized operands are supported "
+                             "(as onnxruntime)")
     return dict(a_scale=float(qa.scale[0]), a_zero_point=int(qa.zero_point[0]),
                 b_scale=float(qb.scale[0]), b_zero_point=int(qb.zero_point[0]),
                 c_scale=float(qc.scale[0]), c_zero_point=int(qc.zero_point[0]))
 
 
-@handles("QLinearAdd")
-def qlinear_add(low: OnnxLowering, i: int, node) -> None:
+@handles("QLinearAdd", "QLinearMul")
+def qlinear_binary(low: OnnxLowering, i: int, node) -> None:
     inp = list(node.input)
     qa, qb, qc = (low.qparams(node, inp[k], inp[k + 1]) for k in (1, 4, 6))
     c_type = low.zp_type(node, inp[7])
-    low.emit("Add", node.name, [low.ir(inp[0]), low.ir(inp[3])], node.output[0], c_type, qc,
-             **add_attrs(low, node, qa, qb, qc, c_type))
+    low.emit(node.op_type.removeprefix("QLinear"), node.name, [low.ir(inp[0]), low.ir(inp[3])],
+             node.output[0], c_type, qc, **binary_attrs(low, node, qa, qb, qc, c_type))
 
 
-@handles("Add")
-def qdq_add(low: OnnxLowering, i: int, node) -> None:
+@handles("Add", "Mul")
+def qdq_binary(low: OnnxLowering, i: int, node) -> None:
+    """onnxruntime fuses DQ -> Add/Mul -> Q into QLinearAdd/QLinearMul."""
     a, b = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
     q, qc, c_type = fused_output(low, i, node)
-    low.emit("Add", node.name, [a.int_name, b.int_name], q.output[0], c_type, qc,
-             **add_attrs(low, node, a.quant, b.quant, qc, c_type))
+    low.emit(node.op_type, node.name, [a.int_name, b.int_name], q.output[0], c_type, qc,
+             **binary_attrs(low, node, a.quant, b.quant, qc, c_type))
 
 
 def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
