@@ -186,6 +186,9 @@ class Buffer(_Strict):
     read_latency_cycles: NonNegativeInt = 1
     write_latency_cycles: NonNegativeInt = 1
     double_buffered: bool = True
+    # interleaved: consecutive bank-width words go to consecutive banks, so one cycle's operands
+    # spread over the banks; contiguous: each bank holds one address range, so they collide.
+    bank_mapping: Literal["interleaved", "contiguous"] = "interleaved"
     voltage_v: PositiveFloat = 0.9
     nominal_voltage_v: PositiveFloat = 0.9  # energy tables hold at this voltage
     vmin_v: PositiveFloat | None = None  # lowest error-free voltage; None: the nominal voltage
