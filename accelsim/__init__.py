@@ -5,6 +5,8 @@ The notebook API:
                                 **{"buffers.weights.voltage_v": 0.8})
     graph = accelsim.load_workload("workloads/digits_cnn_int8_qdq.onnx")
     outputs = accelsim.execute(graph, {"input": x})
+    result = accelsim.simulate(hw, graph)          # cycles and stalls per layer
+    print(result.totals.cycles, result.layers[0].stall_breakdown)
 """
 
 from __future__ import annotations
@@ -35,4 +37,16 @@ def execute(graph, inputs, accumulator=None):
     return _execute(graph, inputs, accumulator)
 
 
-__all__ = ["AccelsimError", "execute", "load_hardware", "load_workload", "__version__"]
+def simulate(hw, graph, inputs=None, seed: int = 0):
+    """Simulate a workload on a machine: a Result with cycles and stalls per layer and total.
+
+    hw: a Hardware, a YAML/.cfg path or a dict; graph: a Graph or a workload path. With inputs,
+    the graph also runs bit-accurately and `result.outputs` holds its outputs.
+    """
+    from accelsim.simulate import simulate as _simulate
+
+    return _simulate(hw, graph, inputs, seed)
+
+
+__all__ = ["AccelsimError", "execute", "load_hardware", "load_workload", "simulate",
+           "__version__"]

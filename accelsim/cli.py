@@ -76,34 +76,66 @@ def load_inputs(graph, path: str | None, seed: int) -> dict[str, np.ndarray]:
     return inputs
 
 
+def _kib(nbytes: int) -> str:
+    return f"{nbytes / 1024:,.1f}"
+
+
+def print_timing(result) -> None:
+    """The per-layer and total figures of a Result, as plain text tables."""
+    causes = list(result.totals.stall_breakdown)
+    rows = []
+    for r in [*result.layers, result.totals]:
+        is_total = r is result.totals
+        row = {
+            "layer": "total" if is_total else r.name,
+            "unit": "" if is_total else ("array" if r.kind == "compute" else "vector"),
+            "MACs": f"{r.macs:,}",
+            "cycles": f"{r.cycles:,}",
+            "compute": f"{r.compute_cycles:,}",
+            "stalls": f"{r.stall_cycles:,}",
+        }
+        row.update({c: f"{r.stall_breakdown[c]:,}" for c in causes})
+        row["util %"] = f"{100 * r.utilisation:.1f}"
+        row["DRAM rd KiB"] = _kib(r.dram_read_bytes)
+        row["DRAM wr KiB"] = _kib(r.dram_write_bytes)
+        row["SRAM rd/wr (accesses)"] = ", ".join(
+            f"{b} {r.sram_reads.get(b, 0):,}/{r.sram_writes.get(b, 0):,}"
+            for b in sorted(set(r.sram_reads) | set(r.sram_writes))
+        )
+        row["latency us"] = f"{r.latency_s * 1e6:,.2f}"
+        rows.append(row)
+    print_table(rows, list(rows[0]))
+
+
 def cmd_run(args) -> int:
     from accelsim import load_hardware
-    from accelsim.execute import execute, machine_accumulator
+    from accelsim.simulate import simulate
     from accelsim.workload import load_workload
 
     hw = load_hardware(args.hardware, overrides=args.set)
     graph = load_workload(args.workload, seed=args.seed)
-    inputs = load_inputs(graph, args.input, args.seed)
-    outputs = execute(graph, inputs, accumulator=machine_accumulator(hw))
-    rows = layer_rows(graph)
-    result = {
-        "hardware": str(args.hardware),
-        "workload": str(args.workload),
-        "seed": args.seed,
-        "layers": [r for r in rows if r["macs"]],
-        "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()},
-        "not_modelled": ["cycles", "energy", "corruption"],
-    }
+    # A SCALE-Sim topology carries shapes only: its seeded weights would compute nothing real.
+    timing_only = args.timing_only or str(args.workload).lower().endswith(".csv")
+    inputs = None if timing_only else load_inputs(graph, args.input, args.seed)
+    result = simulate(hw, graph, inputs, seed=args.seed)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(result.to_json())
         return 0
-    source = args.input or f"seeded random data (seed {args.seed})"
-    print(f"{graph.name} on {args.hardware}: executed bit-accurately on {source} "
-          f"({sum(r['macs'] for r in rows):,} MACs, accumulator {machine_accumulator(hw)})")
-    print_table(result["layers"], ["name", "op", "output", "precision", "macs"])
-    for name, v in outputs.items():
-        print(f"output {name}: {v.dtype}{list(v.shape)}")
-    print("cycles, energy and corruption: not modelled yet (the timing model is not built)")
+    h = result.hardware
+    print(f"{graph.name} on {hw.name}: {h['rows']}x{h['cols']} {h['dataflow']} array at "
+          f"{hw.clock_mhz:g} MHz")
+    print_timing(result)
+    t = result.totals
+    print(f"total: {t.cycles:,} cycles = {t.latency_s * 1e3:.4g} ms at {hw.clock_mhz:g} MHz; "
+          f"stalls {t.stall_cycles:,} ({100 * t.stall_cycles / max(t.cycles, 1):.1f} %); "
+          f"utilisation {100 * t.utilisation:.1f} %")
+    if result.outputs is not None:
+        source = args.input or f"seeded random data (seed {args.seed})"
+        print(f"executed bit-accurately on {source}: "
+              + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in result.outputs.items()))
+    else:
+        print("numerics not run (timing only)")
+    print("energy and corruption: not modelled yet")
     return 0
 
 
@@ -146,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--input", help=".npz with arrays named after the graph inputs")
     r.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.add_argument("--timing-only", action="store_true",
+                   help="time the network without running its numerics (always so for CSV)")
 
     i = add("info", "list a workload's layers with shapes, precisions and MACs", cmd_info)
     i.add_argument("workload")

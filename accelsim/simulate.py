@@ -1,0 +1,98 @@
+"""One simulation: load, map, time (and execute, when given inputs), then gather the Result."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping as MappingABC
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import accelsim
+from accelsim.hardware import Hardware, load_hardware
+from accelsim.mapping import Mapping, plan, utilisation
+from accelsim.result import LayerRecord, Result, Totals
+from accelsim.sim import STALL_CAUSES, Timing, simulate_timing
+from accelsim.workload import load_workload
+from accelsim.workload.ir import Graph
+
+
+def _sha256_of_file(path: str) -> str | None:
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+
+
+def gather(mapping: Mapping, timing: Timing, seed: int = 0) -> Result:
+    """The Result of a mapping and its timing (the report phase, separate for notebooks)."""
+    hw, graph = mapping.hardware, mapping.graph
+    seconds_per_cycle = 1e-6 / hw.clock_mhz
+    layers = []
+    for lm, lt in zip(mapping.layers, timing.layers, strict=True):
+        layers.append(LayerRecord(
+            index=lm.index, name=lm.name, kind=lm.kind, macs=lm.macs, folds=len(lm.folds),
+            start_cycle=lt.start_cycle, cycles=lt.cycles, compute_cycles=lt.compute_cycles,
+            stall_cycles=lt.total_stall_cycles, stall_breakdown=dict(lt.stall_cycles),
+            utilisation=utilisation(lm, hw, lt.cycles),
+            sram_reads=dict(sorted(lm.sram_reads.items())),
+            sram_writes=dict(sorted(lm.sram_writes.items())),
+            dram_read_bytes=lt.dram_read_bytes, dram_write_bytes=lt.dram_write_bytes,
+            latency_s=lt.cycles * seconds_per_cycle,
+        ))
+    stalls = dict.fromkeys(STALL_CAUSES, 0)
+    reads: dict[str, int] = {}
+    writes: dict[str, int] = {}
+    for r in layers:
+        _add(stalls, r.stall_breakdown)
+        _add(reads, r.sram_reads)
+        _add(writes, r.sram_writes)
+    total_macs = sum(r.macs for r in layers)
+    pe = hw.pe_array
+    totals = Totals(
+        cycles=timing.cycles,
+        compute_cycles=sum(r.compute_cycles for r in layers),
+        stall_cycles=sum(stalls.values()),
+        stall_breakdown=stalls,
+        macs=total_macs,
+        utilisation=total_macs / (timing.cycles * pe.rows * pe.cols) if timing.cycles else 0.0,
+        sram_reads=dict(sorted(reads.items())),
+        sram_writes=dict(sorted(writes.items())),
+        dram_read_bytes=sum(r.dram_read_bytes for r in layers),
+        dram_write_bytes=sum(r.dram_write_bytes for r in layers),
+        latency_s=timing.cycles * seconds_per_cycle,
+    )
+    return Result(
+        hardware={
+            "name": hw.name, "clock_mhz": hw.clock_mhz, "rows": pe.rows, "cols": pe.cols,
+            "dataflow": pe.dataflow,
+            "sha256": hashlib.sha256(hw.model_dump_json().encode()).hexdigest(),
+        },
+        workload={"name": graph.name, "source": graph.source,
+                  "sha256": _sha256_of_file(graph.source) if graph.source else None},
+        seed=seed, totals=totals, layers=layers, accelsim_version=accelsim.__version__,
+    )
+
+
+def simulate(
+    hw: Hardware | str | Path | MappingABC[str, Any],
+    graph: Graph | str | Path,
+    inputs: MappingABC[str, np.ndarray] | None = None,
+    seed: int = 0,
+) -> Result:
+    """Simulate `graph` on `hw`: cycles and stalls per layer; with inputs, the outputs too."""
+    if not isinstance(hw, Hardware):
+        hw = load_hardware(hw)
+    if not isinstance(graph, Graph):
+        graph = load_workload(graph, seed=seed)
+    mapping = plan(hw, graph)
+    result = gather(mapping, simulate_timing(mapping), seed)
+    if inputs is not None:
+        from accelsim.execute import execute, machine_accumulator
+
+        result.outputs = execute(graph, inputs, accumulator=machine_accumulator(hw))
+    return result
