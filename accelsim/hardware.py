@@ -863,6 +863,7 @@ def scalesim_to_dict(path: str | Path) -> dict:
         "dram": {
             "bandwidth_bytes_per_cycle": bandwidths[0] if bandwidths else None,
             "latency_cycles": 0,
+            "burst_bytes": 1,  # SCALE-Sim moves words (of one byte), not bursts
         },
         "interconnect": {"width_bits": None, "latency_cycles": 0},
         "scalesim": {
