@@ -31,7 +31,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from accelsim.errors import HardwareError, UnsupportedError
-from accelsim.hardware import ROLES, Hardware
+from accelsim.hardware import PRECISION_BITS, ROLES, Hardware
 from accelsim.sim import sram
 from accelsim.workload.ir import COMPUTE_OPS, Graph, Node, macs
 
@@ -190,6 +190,7 @@ class LayerMapping:
     macs: int = 0
     gemm: Gemm | None = None
     binary: bool = False
+    precision: str = ""  # the PE mode the layer runs in: binary, int2, int4, int8 or int16
     bits: dict[str, int] = field(default_factory=dict)
     resident: dict[str, bool] = field(default_factory=dict)
     folds: list[Fold] = field(default_factory=list)
@@ -257,6 +258,27 @@ class _Buffers:
         return sram.cycles_per_step(need, self.hw.buffers)
 
 
+def pe_precision(hw: Hardware, graph: Graph, node: Node, binary: bool) -> str:
+    """The narrowest PE mode of `pe_array.precisions` that holds both operands.
+
+    A binary layer runs as xnor-popcount when the array has it, else as a 2-bit (or wider)
+    integer product of +-1 values.
+    """
+    supported = hw.pe_array.precisions
+    if binary and "binary" in supported:
+        return "binary"
+    need = 2 if binary else max(graph.tensors[t].type.bits for t in node.inputs[:2])
+    fits = sorted((PRECISION_BITS[p], p) for p in supported if p != "binary"
+                  and PRECISION_BITS[p] >= need)
+    if not fits:
+        what = "binary" if binary else f"{need}-bit"
+        raise HardwareError(
+            f"pe_array.precisions: [{', '.join(supported)}] cannot run layer {node.layer} "
+            f"({what} operands)"
+        )
+    return fits[0][1]
+
+
 def _element_bits(hw: Hardware, graph: Graph, node: Node, layer_nodes: list[Node]) -> dict:
     """Bits per stored element of each operand; SCALE-Sim counts every word as one byte."""
     if hw.scalesim is not None:
@@ -306,7 +328,8 @@ def _map_compute(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[
     bits = _element_bits(hw, graph, node, nodes)
     binary = all(graph.tensors[t].type.kind == "bipolar" for t in node.inputs[:2])
     layer = LayerMapping(index, name, "compute", [n.name for n in nodes],
-                         macs=macs(graph, node), gemm=gemm, binary=binary, bits=bits)
+                         macs=macs(graph, node), gemm=gemm, binary=binary, bits=bits,
+                         precision=pe_precision(hw, graph, node, binary))
     row_ext, col_ext, stream = gemm.dims(df)
     n_i, n_j = -(-row_ext // rows_hw), -(-col_ext // cols_hw)
     accumulate = df in ("ws", "is")

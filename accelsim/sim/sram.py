@@ -30,3 +30,20 @@ def cycles_per_step(demand_words: Mapping[str, int], buffers: Mapping[str, Buffe
         banks = min(need, buf.banks) if buf.bank_mapping == "interleaved" else 1
         worst = max(worst, -(-need // (banks * buf.ports)))
     return worst
+
+
+def locate(buffer: Buffer, address_bytes: int) -> tuple[int, int, int]:
+    """(bank, row, bit offset in the row) of a byte address in a buffer.
+
+    This is where the mapping's addresses meet the cells: the fault model corrupts the value at
+    an address with the cells of this bank and row.
+    """
+    word_bytes = buffer.bank_width_bits // 8 or 1
+    word, offset = divmod(address_bytes, word_bytes)
+    if buffer.bank_mapping == "interleaved":
+        row, bank = divmod(word, buffer.banks)
+    else:
+        bank, row = divmod(word, buffer.rows_per_bank)
+    if bank >= buffer.banks or row >= buffer.rows_per_bank:
+        raise ValueError(f"address {address_bytes} is outside the {buffer.size_kib:g} KiB buffer")
+    return bank, row, 8 * offset
