@@ -236,6 +236,7 @@ def test_bad_scale_names_the_node(scale):
     ("zero_bits", "q_y.*Quant.*0-bit"),
     ("bad_mode", "q_y.*Quant.*rounding_mode SIDEWAYS"),
     ("two_inputs", "add.*Add.*both inputs computed"),
+    ("padding_window", "pool.*MaxPool.*only padding"),
 ])
 def test_unsupported_names_node_and_need(case, match):
     inits = {"s": 0.5, "z": 0.0, "b": 8, "w": np.ones((2, 2))}
@@ -244,6 +245,11 @@ def test_unsupported_names_node_and_need(case, match):
         nodes[0].op_type = "Conv"
         inits["w"] = np.ones((2, 2, 1, 1))
         shape = [1, 2, 1, 1]
+    elif case == "padding_window":
+        nodes = [quant_node("x", "a", "s", "z", "b"),
+                 helper.make_node("MaxPool", ["a"], ["y"], "pool", kernel_shape=[2, 2],
+                                  pads=[1, 1, 1, 1], dilations=[3, 3])]
+        shape = [1, 2, 2, 2]
     else:
         shape = [1, 2]
         nodes = {

@@ -43,6 +43,29 @@ class Op:
         return [tuple(shapes[0])]
 
 
+class QLinearOp(Op):
+    """An onnxruntime quantized op whose float rounding depends on the zero points' values.
+
+    On x86, onnxruntime turns every int8 QuantizeLinear -> DequantizeLinear pair into uint8
+    (QDQS8ToU8Transformer) before it fuses a QDQ graph, so the fused op computes on values and
+    zero points raised by 128, in uint8's range; the attribute `uint8_domain` says so. Subclasses
+    give `compute(attrs, lo, hi, *xs)`, the saturated integer result for the given zero points.
+    """
+
+    zero_points: ClassVar[tuple[str, ...]]
+
+    def compute(self, attrs: dict[str, Any], lo: int, hi: int, *xs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, *xs: np.ndarray) -> list[np.ndarray]:
+        t = self.out_tensors[0].type
+        if not self.attrs.get("uint8_domain"):
+            return [self.compute(self.attrs, t.min, t.max, *xs).astype(t.storage)]
+        attrs = dict(self.attrs, **{k: self.attrs[k] + 128 for k in self.zero_points})
+        y = self.compute(attrs, 0, 255, *(x.astype(np.int16) + 128 for x in xs))
+        return [(y - 128).astype(t.storage)]
+
+
 REGISTRY: dict[str, type[Op]] = {}
 
 

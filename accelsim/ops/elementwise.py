@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accelsim.ops import Op, out_storage, register
+from accelsim.ops import Op, QLinearOp, out_storage, register
 from accelsim.ops.quantize import dequantize, quantize
 
 
@@ -70,7 +70,7 @@ def broadcast_shape(attrs, a, b):
 
 
 @register
-class Add(Op):
+class Add(QLinearOp):
     """QLinearAdd, exactly as onnxruntime computes it on an x86 CPU with AVX2 and FMA (MLAS
     MlasQLinearAddKernelAvx2Helper; no fixed-point path, no fallback on x86). All float32:
 
@@ -85,10 +85,9 @@ class Add(Op):
     """
 
     op_type = "Add"
+    zero_points = ("a_zero_point", "b_zero_point", "c_zero_point")
 
-    def run(self, a, b):
-        at = self.attrs
-        t = self.out_tensors[0].type
+    def compute(self, at, lo, hi, a, b):
         sa, sb, sc = (np.float32(at[k]) for k in ("a_scale", "b_scale", "c_scale"))
         za, zb, zc = (int(at[k]) for k in ("a_zero_point", "b_zero_point", "c_zero_point"))
         if scalar_per_span(a.shape, b.shape) == "a":
@@ -96,13 +95,13 @@ class Add(Op):
         ra, rb = sa / sc, sb / sc
         fixed = np.float32(zc) - fma_f32(ra, np.float32(za), rb * np.float32(zb))
         v = fma_f32(a.astype(np.float32), ra, fma_f32(b.astype(np.float32), rb, fixed))
-        return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]
+        return np.clip(cvtps_epi32(v), lo, hi)
 
     shape = staticmethod(broadcast_shape)
 
 
 @register
-class Mul(Op):
+class Mul(QLinearOp):
     """QLinearMul, exactly as onnxruntime computes it on x86 (MLAS MlasQLinearMulKernel, SSE2:
     no FMA, and the same on every x86 CPU). The product of the centred operands is exact in int32;
     then, in float32 with separate roundings:
@@ -115,15 +114,14 @@ class Mul(Op):
     """
 
     op_type = "Mul"
+    zero_points = ("a_zero_point", "b_zero_point", "c_zero_point")
 
-    def run(self, a, b):
-        at = self.attrs
-        t = self.out_tensors[0].type
+    def compute(self, at, lo, hi, a, b):
         ratio = np.float32(at["a_scale"]) * np.float32(at["b_scale"]) / np.float32(at["c_scale"])
         za, zb = at["a_zero_point"], at["b_zero_point"]
         prod = (a.astype(np.int32) - za) * (b.astype(np.int32) - zb)
         v = prod.astype(np.float32) * ratio + np.float32(at["c_zero_point"])
-        return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]
+        return np.clip(cvtps_epi32(v), lo, hi)
 
     shape = staticmethod(broadcast_shape)
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from accelsim.ops import Op, register
+from accelsim.ops import Op, QLinearOp, register
 from accelsim.ops.elementwise import cvtps_epi32
 from accelsim.ops.quantize import dequantize
 
@@ -25,8 +25,28 @@ def pool_output_hw(hw, kernel, strides, pads, dilations, ceil_mode: bool) -> tup
     return tuple(out)
 
 
+def has_empty_windows(hw, attrs) -> bool:
+    """Whether some MaxPool window reads only padding (dilated taps can step over the input)."""
+    out = pool_output_hw(hw, attrs["kernel_shape"], attrs["strides"], attrs["pads"],
+                         attrs["dilations"], attrs["ceil_mode"])
+    for i in range(2):
+        starts = np.arange(out[i]) * attrs["strides"][i] - attrs["pads"][i]
+        taps = starts[:, None] + np.arange(attrs["kernel_shape"][i]) * attrs["dilations"][i]
+        if not np.all(np.any((taps >= 0) & (taps < hw[i]), axis=1)):
+            return True
+    return False
+
+
+def lowest(dtype: np.dtype):
+    """The identity of max: what onnxruntime's MaxPool gives a window of padding only."""
+    return np.iinfo(dtype).min if np.issubdtype(dtype, np.integer) else np.finfo(dtype).min
+
+
 @register
 class MaxPool(Op):
+    """Integers, or float32 where onnxruntime pools dequantized values and some window reads
+    only padding (its -FLT_MAX has no integer form)."""
+
     op_type = "MaxPool"
 
     @staticmethod
@@ -46,7 +66,7 @@ class MaxPool(Op):
         # Pad far enough for every window (ceil mode can reach past the end padding).
         need_h = (oh - 1) * sh + dh * (kh - 1) + 1
         need_w = (ow - 1) * sw + dw * (kw - 1) + 1
-        low = np.iinfo(x.dtype).min
+        low = lowest(x.dtype)
         xp = np.full((n, c, max(need_h, top + h), max(need_w, left + w)), low, x.dtype)
         xp[:, :, top : top + h, left : left + w] = x
         out = np.full((n, c, oh, ow), low, x.dtype)
@@ -76,7 +96,7 @@ class GlobalAveragePool(Op):
 
 
 @register
-class AveragePool(Op):
+class AveragePool(QLinearOp):
     """QLinearAveragePool as onnxruntime's CPU kernel computes it, in float32:
     x is dequantized (x_scale * (x - x_zp)); each window [ph*sh - top, +kh) x [pw*sw - left, +kw),
     cut to the input (the padding adds nothing), is summed row by row from 0.0 and divided by its
@@ -86,6 +106,7 @@ class AveragePool(Op):
     global-pool path instead; the importer lowers that case to GlobalAveragePool.)"""
 
     op_type = "AveragePool"
+    zero_points = ("x_zero_point", "y_zero_point")
 
     @staticmethod
     def shape(attrs, x):
@@ -93,9 +114,7 @@ class AveragePool(Op):
                                 (1, 1), attrs["ceil_mode"])
         return [(x[0], x[1], oh, ow)]
 
-    def run(self, x):
-        a = self.attrs
-        t = self.out_tensors[0].type
+    def compute(self, a, lo, hi, x):
         (kh, kw), (sh, sw) = a["kernel_shape"], a["strides"]
         top, left = a["pads"][:2]
         n, c, h, w = x.shape
@@ -121,4 +140,4 @@ class AveragePool(Op):
         avg = np.divide(total, count.astype(np.float32), dtype=np.float32)
         v = np.divide(avg, np.float32(a["y_scale"]), dtype=np.float32) + np.float32(
             a["y_zero_point"])
-        return [np.clip(cvtps_epi32(v), t.min, t.max).astype(t.storage)]
+        return np.clip(cvtps_epi32(v), lo, hi)

@@ -23,9 +23,11 @@ from onnx import numpy_helper
 
 from accelsim.errors import UnsupportedError, WorkloadError
 from accelsim.ops import REGISTRY
+from accelsim.ops.pool import has_empty_windows
 from accelsim.ops.quantize import quantize, requant_multiplier
 from accelsim.workload.ir import (
     FLOAT32,
+    INT8,
     INT32,
     ElemType,
     Graph,
@@ -548,7 +550,7 @@ def qdq_binary(low: OnnxLowering, i: int, node) -> None:
     a, b = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
     q, qc, c_type = fused_output(low, i, node)
     low.emit(node.op_type, node.name, [a.int_name, b.int_name], q.output[0], c_type, qc,
-             **binary_attrs(low, node, a.quant, b.quant, qc, c_type))
+             uint8_domain=c_type == INT8, **binary_attrs(low, node, a.quant, b.quant, qc, c_type))
 
 
 def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
@@ -577,7 +579,8 @@ def qdq_global_pool(low: OnnxLowering, i: int, node) -> None:
     emit_global_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
 
 
-def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
+def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str,
+                      uint8_domain: bool = False):
     """onnxruntime's QLinearAveragePool: a window covering the whole unpadded input takes its
     global-pool path (integer sum, then requantize), any other the float32 window average."""
     a = attrs_of(node)
@@ -597,7 +600,8 @@ def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type,
              ceil_mode=bool(a.get("ceil_mode", 0)),
              count_include_pad=bool(a.get("count_include_pad", 0)),
              x_scale=float(x_quant.scale[0]), x_zero_point=int(x_quant.zero_point[0]),
-             y_scale=float(y_quant.scale[0]), y_zero_point=int(y_quant.zero_point[0]))
+             y_scale=float(y_quant.scale[0]), y_zero_point=int(y_quant.zero_point[0]),
+             uint8_domain=uint8_domain)
 
 
 @handles("QLinearAveragePool")
@@ -612,7 +616,8 @@ def qlinear_average_pool(low: OnnxLowering, i: int, node) -> None:
 def qdq_average_pool(low: OnnxLowering, i: int, node) -> None:
     x = dq_input(low, node, node.input[0])
     q, y_quant, y_type = fused_output(low, i, node)
-    emit_average_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
+    emit_average_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0],
+                      uint8_domain=y_type == INT8)
 
 
 def concat_attrs(axis, in_quants, y_quant) -> dict:
@@ -649,10 +654,13 @@ def layout_attrs(low: OnnxLowering, node, shape) -> tuple[str, dict]:
             raise low.fail(node, "only 2-D MaxPool with explicit pads is supported")
         if len(node.output) > 1 and node.output[1]:
             raise low.fail(node, "the Indices output is not supported")
+        kernel, pads = tuple(a["kernel_shape"]), tuple(a.get("pads", (0, 0, 0, 0)))
+        if any(p >= kernel[k % 2] for k, p in enumerate(pads)):
+            raise low.fail(node, f"pads {pads} not smaller than the kernel {kernel} "
+                                 "(onnxruntime rejects them too)")
         return "MaxPool", dict(
-            kernel_shape=tuple(a["kernel_shape"]), strides=tuple(a.get("strides", (1, 1))),
-            pads=tuple(a.get("pads", (0, 0, 0, 0))), dilations=tuple(a.get("dilations", (1, 1))),
-            ceil_mode=bool(a.get("ceil_mode", 0)))
+            kernel_shape=kernel, strides=tuple(a.get("strides", (1, 1))), pads=pads,
+            dilations=tuple(a.get("dilations", (1, 1))), ceil_mode=bool(a.get("ceil_mode", 0)))
     if op == "Flatten":
         return "Flatten", dict(axis=a.get("axis", 1))
     if op == "Transpose":
@@ -698,17 +706,22 @@ def layout(low: OnnxLowering, i: int, node) -> None:
         return
     t = low.tensors[d.int_name]
     op, attrs = layout_attrs(low, node, t.shape)
-    out = f"{node.output[0]}_int"
-    low.emit(op, node.name, [d.int_name], out, t.type, d.quant, **attrs)
     found = low.sole_q_consumer(node.output[0])
     if found is not None:
-        qi, q = found
-        zp_name = q.input[2] if len(q.input) > 2 else None
-        qq = low.qparams(q, q.input[1], zp_name)
-        if same_quant(qq, d.quant) and low.zp_type(q, zp_name) == t.type:
-            low.consumed.add(qi)
-            low.alias[q.output[0]] = out
-            return
+        zp_name = found[1].input[2] if len(found[1].input) > 2 else None
+        qq = low.qparams(found[1], found[1].input[1], zp_name)
+        if not same_quant(qq, d.quant) or low.zp_type(found[1], zp_name) != t.type:
+            found = None
+    if op == "MaxPool" and found is None and has_empty_windows(t.shape[2:], attrs):
+        # onnxruntime pools the floats: a window of padding only is -FLT_MAX, no integer.
+        low.emit(op, node.name, [low.materialize(src)], node.output[0], FLOAT32, **attrs)
+        return
+    out = low.emit(op, node.name, [d.int_name], f"{node.output[0]}_int", t.type, d.quant,
+                   **attrs)
+    if found is not None:  # closed by an identical Q: onnxruntime drops the pair
+        low.consumed.add(found[0])
+        low.alias[found[1].output[0]] = out
+        return
     # Not closed by an identical Q: the float result is the dequantized integer result.
     low.dq[node.output[0]] = DQValue(out, d.quant)
 

@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from accelsim.errors import WorkloadError
 from accelsim.ops.affine import ROUNDING, apply_steps, quantize
+from accelsim.ops.pool import has_empty_windows
 from accelsim.workload.ir import BIPOLAR, FLOAT32, ElemType, Graph, Quant, int_type
 from accelsim.workload.onnx_import import (
     LAYOUT_OPS,
@@ -493,6 +494,9 @@ def max_pool(low: QonnxLowering, node) -> None:
         raise low.fail(node, "max pooling after per-pixel parameters")
     t = low.tensors[c.src]
     op, attrs = layout_attrs(low, node, t.shape)
+    if has_empty_windows(t.shape[2:], attrs):
+        raise low.fail(node, "a window reads only padding (qonnx gives -FLT_MAX there, which "
+                             "no integer stands for); reduce the dilations or pads")
     out = low.emit(op, node.name, [c.src], f"{node.output[0]}_int", t.type, t.quant, **attrs)
     low.chains[node.output[0]] = Chain(out, c.steps, c.quant)
 
