@@ -1,4 +1,4 @@
-"""Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Mul, Concat."""
+"""Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Mul, IntegerAdd, Concat."""
 
 from __future__ import annotations
 
@@ -124,6 +124,23 @@ class Mul(QLinearOp):
         return np.clip(cvtps_epi32(v), lo, hi)
 
     shape = staticmethod(broadcast_shape)
+
+
+@register
+class IntegerAdd(Op):
+    """A residual add on an integer machine: both operands centred, aligned to the finer of their
+    scales by a left shift (the scales are a power of two apart) and summed exactly:
+    y = ((a - a_zp) << a_shift) + ((b - b_zp) << b_shift), int32. (QONNX graphs; qonnx adds the
+    dequantized floats, which is the same value while float32 holds the sum exactly.)"""
+
+    op_type = "IntegerAdd"
+    shape = staticmethod(broadcast_shape)
+
+    def run(self, a, b):
+        at = self.attrs
+        y = ((a.astype(np.int64) - at["a_zero_point"]) << at["a_shift"]) + (
+            (b.astype(np.int64) - at["b_zero_point"]) << at["b_shift"])
+        return [y.astype(out_storage(self))]
 
 
 @register

@@ -95,49 +95,80 @@ class GlobalAveragePool(Op):
         return [s.astype(np.int32)]
 
 
+def window_sums(x: np.ndarray, attrs) -> np.ndarray:
+    """Per window [oh*sh - top, +kh) x [ow*sw - left, +kw), the sum of x over the part inside the
+    input (padding adds nothing), kernel row by row from zero, in x's dtype."""
+    (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
+    top, left = attrs["pads"][:2]
+    n, c, h, w = x.shape
+    oh, ow = average_pool_shape(attrs, x.shape)[0][2:]
+    xp = np.zeros((n, c, top + max(h, (oh - 1) * sh + kh), left + max(w, (ow - 1) * sw + kw)),
+                  x.dtype)
+    xp[:, :, top : top + h, left : left + w] = x
+    total = np.zeros((n, c, oh, ow), x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            total += xp[:, :, ky : ky + (oh - 1) * sh + 1 : sh, kx : kx + (ow - 1) * sw + 1 : sw]
+    return total
+
+
+def window_counts(hw, attrs, cut_at_pads: bool = False) -> np.ndarray:
+    """The divisor of each average, shape (oh, ow): without count_include_pad, the input elements
+    the window covers; with it, kh*kw (QLinearAveragePool), or with `cut_at_pads` the part of the
+    window inside the padded input (onnxruntime's float AveragePool: a ceil-mode window hanging
+    past the end padding counts less)."""
+    (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
+    top, left, bottom, right = attrs["pads"]
+    oh, ow = average_pool_shape(attrs, (1, 1, *hw))[0][2:]
+    hs, ws = np.arange(oh) * sh - top, np.arange(ow) * sw - left
+    if not attrs["count_include_pad"]:
+        rows = np.minimum(hs + kh, hw[0]) - np.maximum(hs, 0)
+        cols = np.minimum(ws + kw, hw[1]) - np.maximum(ws, 0)
+    elif cut_at_pads:
+        rows = np.minimum(hs + kh, hw[0] + bottom) - hs
+        cols = np.minimum(ws + kw, hw[1] + right) - ws
+    else:
+        rows, cols = np.full(oh, kh), np.full(ow, kw)
+    return rows[:, None] * cols[None, :]
+
+
+def average_pool_shape(attrs, x):
+    oh, ow = pool_output_hw(x[2:], attrs["kernel_shape"], attrs["strides"], attrs["pads"],
+                            (1, 1), attrs["ceil_mode"])
+    return [(x[0], x[1], oh, ow)]
+
+
 @register
 class AveragePool(QLinearOp):
     """QLinearAveragePool as onnxruntime's CPU kernel computes it, in float32:
-    x is dequantized (x_scale * (x - x_zp)); each window [ph*sh - top, +kh) x [pw*sw - left, +kw),
-    cut to the input (the padding adds nothing), is summed row by row from 0.0 and divided by its
-    element count (kh*kw with count_include_pad, else the cut window's size); then
+    x is dequantized (x_scale * (x - x_zp)); each window, cut to the input, is summed row by row
+    from 0.0 (window_sums) and divided by its element count (window_counts); then
     y = saturate(int32(nearbyint(avg / y_scale + y_zp))) -- the zero point is added before
     rounding, unlike QuantizeLinear. (A window covering the whole unpadded input takes onnxruntime's
     global-pool path instead; the importer lowers that case to GlobalAveragePool.)"""
 
     op_type = "AveragePool"
     zero_points = ("x_zero_point", "y_zero_point")
-
-    @staticmethod
-    def shape(attrs, x):
-        oh, ow = pool_output_hw(x[2:], attrs["kernel_shape"], attrs["strides"], attrs["pads"],
-                                (1, 1), attrs["ceil_mode"])
-        return [(x[0], x[1], oh, ow)]
+    shape = staticmethod(average_pool_shape)
 
     def compute(self, a, lo, hi, x):
-        (kh, kw), (sh, sw) = a["kernel_shape"], a["strides"]
-        top, left = a["pads"][:2]
-        n, c, h, w = x.shape
-        oh, ow = self.shape(a, x.shape)[0][2:]
-        xf = dequantize(x, a["x_scale"], a["x_zero_point"])
-        # Zero padding on every side far enough for all windows; zeros leave float sums unchanged.
-        xp = np.zeros((n, c, top + max(h, (oh - 1) * sh + kh), left + max(w, (ow - 1) * sw + kw)),
-                      np.float32)
-        xp[:, :, top : top + h, left : left + w] = xf
-        total = np.zeros((n, c, oh, ow), np.float32)
-        for ky in range(kh):
-            for kx in range(kw):
-                total += xp[:, :, ky : ky + (oh - 1) * sh + 1 : sh, kx : kx + (ow - 1) * sw + 1 :
-                            sw]
-        if a["count_include_pad"]:
-            count = np.full((oh, ow), kh * kw)
-        else:
-            hs = np.arange(oh) * sh - top
-            ws = np.arange(ow) * sw - left
-            rows = np.minimum(hs + kh, h) - np.maximum(hs, 0)
-            cols = np.minimum(ws + kw, w) - np.maximum(ws, 0)
-            count = rows[:, None] * cols[None, :]
-        avg = np.divide(total, count.astype(np.float32), dtype=np.float32)
+        total = window_sums(dequantize(x, a["x_scale"], a["x_zero_point"]), a)
+        count = window_counts(x.shape[2:], a).astype(np.float32)
+        avg = np.divide(total, count, dtype=np.float32)
         v = np.divide(avg, np.float32(a["y_scale"]), dtype=np.float32) + np.float32(
             a["y_zero_point"])
         return np.clip(cvtps_epi32(v), lo, hi)
+
+
+@register
+class SumPool(Op):
+    """The integer half of an average pool: per window, the exact int32 sum of (x - x_zero_point)
+    over the part inside the input. The division by the count is left to what follows (QONNX:
+    qonnx's own float steps)."""
+
+    op_type = "SumPool"
+    shape = staticmethod(average_pool_shape)
+
+    def run(self, x):
+        centred = x.astype(np.int64) - int(self.attrs["x_zero_point"])
+        return [window_sums(centred, self.attrs).astype(np.int32)]

@@ -21,6 +21,7 @@ Operators and their attributes (the executor's ops in accelsim/ops/ give the exa
     MaxPool     kernel_shape, strides, pads, dilations, ceil_mode
     AveragePool, GlobalAveragePool, Add, Mul, Concat: quantized forms, attrs hold the in/out
                 scales and zero points (see accelsim/ops/)
+    SumPool, IntegerAdd: exact integer window sums and shifted residual sums (QONNX graphs)
     Relu, Clip  integer bounds in the quantized domain: lo, hi
     Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity: layout only
     Sign        to bipolar (+1 where x >= threshold, else -1)

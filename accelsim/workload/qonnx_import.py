@@ -9,7 +9,10 @@ MatMul whose two operands are quantized becomes the IR's integer accumulator (bi
 xnor-popcount), and its dequantization, float32(acc) * float32(x_scale) * float32(w_scale[c]),
 starts a new chain. That product is what qonnx's float Conv computes exactly when the scales are
 powers of two and the accumulator stays within float32's 24-bit mantissa (the bundled binary
-network is built so); otherwise qonnx's own float sums round, and the two may differ by that.
+network is built so); otherwise qonnx's own float sums round, and the two may differ by that
+(tests/test_qonnx.py measures it). Average pooling (SumPool, GlobalAveragePool) and the residual
+Add of two quantized tensors (IntegerAdd, their scales a power of two apart) sum integers the
+same way; a Concat of tensors quantized alike concatenates the integers.
 Anything else is rejected naming the node, its op type and what it would need.
 """
 
@@ -23,16 +26,18 @@ from onnx import numpy_helper
 
 from accelsim.errors import WorkloadError
 from accelsim.ops.affine import ROUNDING, apply_steps, quantize
-from accelsim.ops.pool import has_empty_windows
-from accelsim.workload.ir import BIPOLAR, FLOAT32, ElemType, Graph, Quant, int_type
+from accelsim.ops.pool import has_empty_windows, window_counts
+from accelsim.workload.ir import BIPOLAR, FLOAT32, INT32, ElemType, Graph, Quant, int_type
 from accelsim.workload.onnx_import import (
     LAYOUT_OPS,
     OnnxLowering,
     attrs_of,
+    concat_attrs,
     conv_attrs,
     emit_conv,
     emit_matmul,
     layout_attrs,
+    same_quant,
 )
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
@@ -404,8 +409,7 @@ def const_operand(low: QonnxLowering, node) -> tuple[Chain, np.ndarray, bool]:
     if low.is_const(a) and low.is_const(b):
         raise low.fail(node, "both inputs constant; fold constants before exporting")
     if not low.is_const(a) and not low.is_const(b):
-        raise low.fail(node, "both inputs computed; accelsim needs one constant operand "
-                             "(a quantized Add of two tensors is not supported yet)")
+        raise low.fail(node, "both inputs computed; accelsim needs one constant operand")
     first = low.is_const(a)
     c = low.chain(node, b if first else a)
     p = np.asarray(low.consts[a if first else b], np.float32)
@@ -425,8 +429,48 @@ def extend(low: QonnxLowering, node, c: Chain, *steps) -> None:
 
 @handles("Mul", "Add")
 def mul_add(low: QonnxLowering, node) -> None:
+    if node.op_type == "Add" and not any(low.is_const(n) for n in node.input):
+        residual_add(low, node)
+        return
     c, p, _ = const_operand(low, node)
     extend(low, node, c, (node.op_type.lower(), p))
+
+
+def residual_add(low: QonnxLowering, node) -> None:
+    """Two quantized tensors, added on the integers at the finer of their scales (IntegerAdd);
+    the sum continues as a chain: * that scale."""
+    a, b = (low.operand(node, n, "input") for n in node.input)
+    scales = [np.float32(c.quant.scale[0]) for c in (a, b)]
+    fine = min(scales)
+    shifts = [float(np.log2(np.float64(s) / np.float64(fine))) for s in scales]
+    if any(k != round(k) for k in shifts):
+        raise low.fail(node, f"operand scales {scales[0]} and {scales[1]} are not a power of two "
+                             "apart; accelsim adds quantized tensors at a common scale")
+    shifts = [round(k) for k in shifts]
+    if max(low.tensors[c.src].type.bits + k for c, k in zip((a, b), shifts, strict=True)) > 30:
+        raise low.fail(node, "operand scales too far apart for an int32 sum")
+    out = low.emit("IntegerAdd", node.name, [a.src, b.src], f"{node.output[0]}_int", INT32,
+                   a_zero_point=int(a.quant.zero_point[0]), b_zero_point=int(b.quant.zero_point[0]),
+                   a_shift=shifts[0], b_shift=shifts[1])
+    low.chains[node.output[0]] = Chain(out, (("mul", fine),))
+
+
+@handles("Concat")
+def concat(low: QonnxLowering, node) -> None:
+    """Tensors quantized alike, concatenated on the integers (qonnx concatenates their
+    dequantizations, the same values)."""
+    cs = [low.operand(node, n, "input") for n in node.input]
+    t = low.tensors[cs[0].src]
+    if any(not same_quant(c.quant, cs[0].quant) or low.tensors[c.src].type != t.type
+           for c in cs[1:]):
+        raise low.fail(node, "inputs of different types, scales or zero points; accelsim "
+                             "concatenates tensors quantized alike")
+    axis = attrs_of(node)["axis"] % len(t.shape)
+    if axis == 0:
+        raise low.fail(node, "concatenation along the batch axis")
+    out = low.emit("Concat", node.name, [c.src for c in cs], f"{node.output[0]}_int", t.type,
+                   cs[0].quant, **concat_attrs(axis, [c.quant for c in cs], cs[0].quant))
+    low.chains[node.output[0]] = Chain(out, cs[0].steps, cs[0].quant)
 
 
 @handles("Sub")
@@ -501,19 +545,43 @@ def max_pool(low: QonnxLowering, node) -> None:
     low.chains[node.output[0]] = Chain(out, c.steps, c.quant)
 
 
-@handles("GlobalAveragePool")
-def global_average_pool(low: QonnxLowering, node) -> None:
-    """sum(q - zero_point) on the integers, then qonnx's float steps: * scale, / (H * W)."""
+def pooled(low: QonnxLowering, node) -> Chain:
     c = low.chain(node, node.input[0])
     if c.quant is None or c.quant.zero_point.size != 1:
         raise low.fail(node, "average pooling of a value that is not quantized per tensor; "
                              "accelsim needs a Quant right before it")
+    return c
+
+
+@handles("GlobalAveragePool")
+def global_average_pool(low: QonnxLowering, node) -> None:
+    """sum(q - zero_point) on the integers, then qonnx's float steps: * scale, / (H * W)."""
+    c = pooled(low, node)
     t = low.tensors[c.src]
-    out = low.emit("GlobalAveragePool", node.name, [c.src], f"{node.output[0]}_acc",
-                   int_type(32, True), x_zero_point=int(c.quant.zero_point[0]))
-    scale = c.steps[-1][1]
+    out = low.emit("GlobalAveragePool", node.name, [c.src], f"{node.output[0]}_acc", INT32,
+                   x_zero_point=int(c.quant.zero_point[0]))
     n = np.float32(np.prod(t.shape[2:]))
-    low.chains[node.output[0]] = Chain(out, (("mul", scale), ("div", n)))
+    low.chains[node.output[0]] = Chain(out, (("mul", c.steps[-1][1]), ("div", n)))
+
+
+@handles("AveragePool")
+def average_pool(low: QonnxLowering, node) -> None:
+    """Each window's sum(q - zero_point) on the integers (SumPool), then qonnx's float steps:
+    * scale, / the window's count (onnxruntime's float AveragePool sums, then divides)."""
+    c = pooled(low, node)
+    t = low.tensors[c.src]
+    a = attrs_of(node)
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(t.shape) != 4:
+        raise low.fail(node, "only 2-D AveragePool with explicit pads is supported")
+    if any(d != 1 for d in a.get("dilations", (1, 1))):
+        raise low.fail(node, "dilations are not supported")
+    attrs = dict(kernel_shape=tuple(a["kernel_shape"]), strides=tuple(a.get("strides", (1, 1))),
+                 pads=tuple(a.get("pads", (0, 0, 0, 0))), ceil_mode=bool(a.get("ceil_mode", 0)),
+                 count_include_pad=bool(a.get("count_include_pad", 0)))
+    out = low.emit("SumPool", node.name, [c.src], f"{node.output[0]}_acc", INT32,
+                   x_zero_point=int(c.quant.zero_point[0]), **attrs)
+    count = window_counts(t.shape[2:], attrs, cut_at_pads=True).astype(np.float32)
+    low.chains[node.output[0]] = Chain(out, (("mul", c.steps[-1][1]), ("div", count)))
 
 
 @handles(*[op for op in LAYOUT_OPS if op != "MaxPool"])
