@@ -1,35 +1,444 @@
-"""Binary (bipolar, +-1) convolution and matrix multiplication by xnor-popcount on packed bits.
+"""Binary (bipolar, +-1) convolution and matrix multiplication by xnor-popcount.
 
-A +-1 operand is packed one bit per value (1 for +1, 0 for -1) into uint64 words along the
-reduction index. Over n valid positions, the dot product is n - 2 * popcount(a xor b), which is
-2 * popcount(xnor) - n. Bits past the end of the reduction are 0 in both operands, so they add
-nothing to the xor. Padded taps of a convolution contribute 0 (as a float convolution of +-1
-values with zero padding does, which is how QONNX/Brevitas binary layers execute); they are
-removed by a per-pixel mask of valid taps.
+A +-1 value is one bit (1 for +1, 0 for -1). Over n positions the dot product is
+n - 2 * popcount(x xor w). The kernel works on nibbles, four channels of one tap per byte:
+
+- activations are packed once into nibble planes: plane (phase, q) holds, for every pixel of the
+  zero-padded input, the nibble of channels 4q..4q+3. With stride s the padded image is split into
+  its s x s phases (space to depth), so that every tap of every output pixel is at a fixed offset
+  in one plane from the pixel's position: a convolution becomes a sum over taps of shifted planes,
+  with no im2col. Output pixels are numbered on the phase grid (row length ws >= OW); the few
+  columns past OW are computed and dropped;
+- a weight nibble v selects the 16-entry table popcount(v xor i); one vpshufb of 32 activation
+  nibbles (32 consecutive pixels) through it counts the differing bits of 32 pixels for that
+  channel and tap. A register tile of ROWS x 32 pixels by COLS channels adds these counts in
+  bytes, folded into 16-bit lanes every FOLD steps;
+- channels past C (in the last nibble of a tap) are 0 in both operands and add nothing; padded
+  taps read bits 0, that is -1, where a zero-padded +-1 convolution (QONNX/Brevitas binary layers)
+  adds 0, so the sum of the weights over each pixel's padded taps is added back at the end.
 """
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import config
 from numba.extending import intrinsic
 
 from accelsim.kernels.geometry import check_conv
 
 WORD = 64
+PIXELS = 32  # pixels per vector: one byte each
+ROWS = 3  # pixel vectors per register tile
+COLS = 3  # channels per register tile
+FOLD = 63  # steps of at most 4 per byte before the byte counts would overflow
+K_CHUNK = 16380  # nibble steps per call, so that a 16-bit count (<= 4 per step) cannot overflow
+CHANNEL_CHUNK = 4 * COLS  # channels per parallel work item
+
+# TABLE[v, i] = popcount(v xor (i mod 16)), one 16-entry table per 128-bit lane; a weight nibble
+# is stored as 4 * v, the table row's offset in units of 8 bytes.
+TABLE = np.array(
+    [[bin(v ^ (i % 16)).count("1") for i in range(PIXELS)] for v in range(16)], np.uint8
+)
 
 
-@intrinsic
-def popcount(typingctx, x):
-    """llvm.ctpop.i64: one popcnt instruction on x86-64 (numba has no popcount builtin)."""
-    if not isinstance(x, types.Integer) or x.bitwidth != 64:
-        return None
+def _has_avx2() -> bool:
+    """Whether numba compiles for a CPU with AVX2 (vpshufb on 32 bytes)."""
+    features = config.CPU_FEATURES if config.CPU_NAME else None
+    if features is not None:
+        return "+avx2" in features.split(",")
+    return bool(llvm.get_host_cpu_features().get("avx2"))
 
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
 
-    return types.uint64(types.uint64), codegen
+def _declare(module, name, ret, params):
+    return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, params), name)
+
+
+def _make_count_tile(rows):
+    """The register tile of `rows` pixel vectors by COLS channels, as a numba intrinsic."""
+
+    @intrinsic
+    def count_tile(
+        typingctx,
+        planes,
+        a_base,
+        offsets,
+        j_start,
+        j_stop,
+        widx,
+        w_base,
+        ldw,
+        table,
+        out,
+        o_base,
+        ldo,
+    ):
+        """out[o_base + c*ldo + r*32 + p] += popcount over steps j in [j_start, j_stop) of
+        table[widx[w_base + c*ldw + j] / 4][planes[a_base + r*32 + p + offsets[j]]], that is the
+        differing bits of pixel r*32 + p and channel c; j_stop - j_start is in [1, K_CHUNK].
+
+        LLVM IR, because numba cannot express vpshufb; without AVX2 the lookup becomes a generic
+        ctpop of the xor.
+        """
+        ints = (a_base, j_start, j_stop, w_base, ldw, o_base, ldo)
+        u8_arrays = (planes, widx, table)
+        if not (
+            all(isinstance(t, types.Integer) for t in ints)
+            and all(isinstance(t, types.Array) and t.dtype == types.uint8 for t in u8_arrays)
+            and isinstance(offsets, types.Array)
+            and offsets.dtype == types.int64
+            and isinstance(out, types.Array)
+            and out.dtype == types.int32
+        ):
+            return None
+        sig = types.void(
+            planes, a_base, offsets, j_start, j_stop, widx, w_base, ldw, table, out, o_base, ldo
+        )
+        avx2 = _has_avx2()
+
+        def codegen(context, builder, signature, args):
+            i64, i32, i16, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(16), ir.IntType(8)
+            v32i8, v16i16 = ir.VectorType(i8, PIXELS), ir.VectorType(i16, PIXELS // 2)
+            v16i32, v32i32 = ir.VectorType(i32, PIXELS // 2), ir.VectorType(i32, PIXELS)
+
+            def data(k):
+                return context.make_array(signature.args[k])(context, builder, args[k]).data
+
+            a_data, off_data, w_data, t_data, o_data = data(0), data(2), data(5), data(8), data(9)
+            a_base_, j0, j1, w_base_, ldw_, o_base_, ldo_ = (
+                context.cast(builder, args[i], signature.args[i], types.int64)
+                for i in (1, 3, 4, 6, 7, 10, 11)
+            )
+
+            def const(v, ty=i64):
+                return ir.Constant(ty, v)
+
+            a_rows = [
+                builder.gep(a_data, [builder.add(a_base_, const(PIXELS * r))]) for r in range(rows)
+            ]
+            w_rows = [
+                builder.gep(w_data, [builder.add(w_base_, builder.mul(ldw_, const(c)))])
+                for c in range(COLS)
+            ]
+            module = builder.module
+            pshufb = _declare(module, "llvm.x86.avx2.pshuf.b", v32i8, [v32i8, v32i8])
+            ctpop = _declare(module, "llvm.ctpop.v32i8", v32i8, [v32i8])
+
+            def vector_at(base, offset):
+                ptr = builder.bitcast(builder.gep(base, [offset]), v32i8.as_pointer())
+                return builder.load(ptr, align=1)
+
+            def lookup(w_nibble4, a_vec):
+                """popcount(v xor a) per byte, v = w_nibble4 / 4."""
+                if avx2:
+                    row = vector_at(t_data, builder.shl(builder.zext(w_nibble4, i64), const(3)))
+                    return builder.call(pshufb, [row, a_vec])
+                v = builder.lshr(w_nibble4, const(2, i8))
+                splat = builder.insert_element(ir.Constant(v32i8, None), v, const(0, i32))
+                splat = builder.shuffle_vector(splat, splat, ir.Constant(v32i32, None))
+                return builder.call(ctpop, [builder.xor(a_vec, splat)])
+
+            entry = builder.block
+            chunk = builder.append_basic_block("chunk")
+            step_block = builder.append_basic_block("step")
+            fold = builder.append_basic_block("fold")
+            done = builder.append_basic_block("done")
+            builder.branch(chunk)
+
+            builder.position_at_end(chunk)
+            start = builder.phi(i64)
+            start.add_incoming(j0, entry)
+            wide = []
+            for _ in range(2 * rows * COLS):
+                phi = builder.phi(v16i16)
+                phi.add_incoming(ir.Constant(v16i16, None), entry)
+                wide.append(phi)
+            stop = builder.add(start, const(FOLD))
+            stop = builder.select(builder.icmp_signed("<", stop, j1), stop, j1)
+            builder.branch(step_block)
+
+            builder.position_at_end(step_block)
+            j = builder.phi(i64)
+            j.add_incoming(start, chunk)
+            sums = []
+            for _ in range(rows * COLS):
+                phi = builder.phi(v32i8)
+                phi.add_incoming(ir.Constant(v32i8, None), chunk)
+                sums.append(phi)
+            offset = builder.load(builder.gep(off_data, [j]))
+            nibbles = [builder.load(builder.gep(w_row, [j])) for w_row in w_rows]
+            a_vecs = [vector_at(a_row, offset) for a_row in a_rows]
+            updated = [
+                builder.add(sums[r * COLS + c], lookup(nibbles[c], a_vecs[r]))
+                for r in range(rows)
+                for c in range(COLS)
+            ]
+            j_next = builder.add(j, const(1))
+            j.add_incoming(j_next, step_block)
+            for phi, value in zip(sums, updated, strict=True):
+                phi.add_incoming(value, step_block)
+            builder.cbranch(builder.icmp_signed("<", j_next, stop), step_block, fold)
+
+            builder.position_at_end(fold)
+            low = ir.Constant(v16i16, [0xFF] * (PIXELS // 2))
+            eight = ir.Constant(v16i16, [8] * (PIXELS // 2))
+            widened = []
+            for i, s in enumerate(updated):
+                pairs = builder.bitcast(s, v16i16)
+                widened.append(builder.add(wide[2 * i], builder.and_(pairs, low)))
+                widened.append(builder.add(wide[2 * i + 1], builder.lshr(pairs, eight)))
+            for phi, value in zip(wide, widened, strict=True):
+                phi.add_incoming(value, fold)
+            start.add_incoming(stop, fold)
+            builder.cbranch(builder.icmp_signed("<", stop, j1), chunk, done)
+
+            builder.position_at_end(done)
+            interleave = ir.Constant(
+                v32i32, [i // 2 + (PIXELS // 2) * (i % 2) for i in range(PIXELS)]
+            )
+            for r in range(rows):
+                for c in range(COLS):
+                    even = builder.zext(widened[2 * (r * COLS + c)], v16i32)
+                    odd = builder.zext(widened[2 * (r * COLS + c) + 1], v16i32)
+                    counts = builder.shuffle_vector(even, odd, interleave)
+                    index = builder.add(
+                        o_base_, builder.add(builder.mul(ldo_, const(c)), const(PIXELS * r))
+                    )
+                    ptr = builder.bitcast(builder.gep(o_data, [index]), v32i32.as_pointer())
+                    builder.store(builder.add(builder.load(ptr, align=4), counts), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return count_tile
+
+
+_count_tile_1 = _make_count_tile(1)
+_count_tile_2 = _make_count_tile(2)
+_count_tile_3 = _make_count_tile(ROWS)
+
+
+@njit(cache=True)
+def _or_signs(src, start, step, bit, dst):
+    """dst[i] |= (src[start + i*step] > 0) << bit. Step 1 gets its own loop over a slice (a
+    non-negative index), which LLVM vectorises."""
+    shift = np.uint8(bit)
+    if step == 1:
+        run = src[start : start + dst.size]
+        for i in range(dst.size):
+            dst[i] |= np.uint8(run[i] > 0) << shift
+    else:
+        for i in range(dst.size):
+            dst[i] |= np.uint8(src[start + i * step] > 0) << shift
+
+
+@njit(cache=True, parallel=True)
+def _nibble_planes(x, group, sh, sw, pt, pl, ws, out):
+    """out[n, g, (py*sw + px)*cn + q, iy*ws + ix] = the nibble of channels q + b*cn (b < 4) of
+    group g at padded position (iy*sh + py, ix*sw + px), bit b set when x > 0 there; out is
+    zeroed, so padding (and channels past the group's) stays 0. Branch-free: signs are random."""
+    nb, channels, h, w = x.shape
+    cg = channels // group
+    cn = (cg + 3) // 4
+    phases = sh * sw
+    for t in numba.prange(nb * group * phases * cn):
+        n = t // (group * phases * cn)
+        g = (t // (phases * cn)) % group
+        phase = (t // cn) % phases
+        q = t % cn
+        py, px = phase // sw, phase % sw
+        plane = out[n, g, phase * cn + q]
+        ix_lo = (pl - px + sw - 1) // sw
+        ix_hi = min((w + pl - px + sw - 1) // sw, ws)
+        for iy in range((pt - py + sh - 1) // sh, (h + pt - py + sh - 1) // sh):
+            row = plane[iy * ws + ix_lo : iy * ws + ix_hi]
+            for b in range(4):
+                if q + b * cn < cg:
+                    src = x[n, g * cg + q + b * cn, iy * sh + py - pt]
+                    _or_signs(src, ix_lo * sw + px - pl, sw, b, row)
+
+
+@njit(cache=True)
+def _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets):
+    """offsets[q*kh*kw + ky*kw + kx] = where nibble q of tap (ky, kx) sits in the planes, relative
+    to the output pixel's position."""
+    for ky in range(kh):
+        for kx in range(kw):
+            phase = ((ky * dh) % sh) * sw + (kx * dw) % sw
+            shift = ((ky * dh) // sh) * ws + (kx * dw) // sw
+            for q in range(cn):
+                offsets[(q * kh + ky) * kw + kx] = (phase * cn + q) * plane_len + shift
+
+
+@njit(cache=True)
+def _ones_per_tap(widx_row, taps, ones):
+    """ones[t] = the set bits of the weight nibbles of tap t (entries i with i % taps == t).
+    Summed 32 rows of `taps` at a time into one long accumulator, so that the loop vectorises
+    (a slice keeps the index non-negative, which LLVM needs), then folded."""
+    span = 32 * taps
+    acc = np.zeros(span, np.int32)
+    full = widx_row.size // span * span
+    for start in range(0, full + span, span):
+        block = widx_row[start : start + span]
+        for j in range(block.size):
+            v = block[j] >> 2
+            acc[j] += (v & 1) + (v >> 1 & 1) + (v >> 2 & 1) + (v >> 3)
+    ones[:] = 0
+    for row in range(32):
+        for t in range(taps):
+            ones[t] += acc[row * taps + t]
+
+
+@njit(cache=True, parallel=True)
+def _weight_nibbles(w, group, widx, wsum):
+    """widx[g, o, q*T + t] = 4 * (the nibble of channels q + b*cn (b < 4) of tap t of filter
+    g*og + o), for w viewed as (O, C, T); wsum[o, t] = the sum of the +-1 weights of tap t (what a
+    padded tap must add back). widx is zeroed. With channels grouped q + b*cn, each bit b is one
+    contiguous run of w, so the loops vectorise."""
+    o_ch, cg, taps = w.shape
+    og = o_ch // group
+    cn = (cg + 3) // 4
+    for oc in numba.prange(o_ch):
+        dst = widx[oc // og, oc % og]
+        src = w[oc].reshape(-1)
+        for b in range(4):
+            run = src[b * cn * taps : (b + 1) * cn * taps]
+            shift = np.uint8(b + 2)
+            for i in range(run.size):
+                dst[i] |= np.uint8(run[i] > 0) << shift
+        _ones_per_tap(dst[: cn * taps], taps, wsum[oc])
+        for t in range(taps):
+            wsum[oc, t] = 2 * wsum[oc, t] - cg
+
+
+@njit(cache=True)
+def _valid_taps(start, dilation, taps, size):
+    """[lo, hi): the taps k of a window at `start` with 0 <= start + k*dilation < size."""
+    lo = min(max(0, (-start + dilation - 1) // dilation), taps)
+    hi = max(min(taps, (size - start + dilation - 1) // dilation), lo)
+    return lo, hi
+
+
+@njit(cache=True)
+def _padding_sums(wsum, kh, kw):
+    """Summed-area table of wsum (O, kh*kw) as (O, kh+1, kw+1), so that the sum over any window
+    of valid taps is four lookups."""
+    table = np.zeros((wsum.shape[0], kh + 1, kw + 1), np.int64)
+    for oc in range(wsum.shape[0]):
+        for ky in range(kh):
+            for kx in range(kw):
+                table[oc, ky + 1, kx + 1] = (
+                    wsum[oc, ky * kw + kx]
+                    + table[oc, ky, kx + 1]
+                    + table[oc, ky + 1, kx]
+                    - table[oc, ky, kx]
+                )
+    return table
+
+
+@njit(cache=True, parallel=True)
+def _xnor_counts(planes, offsets, widx, table, blocks, out):
+    """out[n, g, o, p] = differing bits of output pixel p (phase grid) and filter o, for p below
+    blocks * 32; out is zeroed. Work items are (image, ROWS blocks, CHANNEL_CHUNK channels)."""
+    nb, groups, n_planes, plane_len = planes.shape
+    og_pad, k_steps = widx.shape[1], widx.shape[2]
+    m_pad = out.shape[3]
+    pf = planes.reshape(-1)
+    wf = widx.reshape(-1)
+    of = out.reshape(-1)
+    pixel_tiles = (blocks + ROWS - 1) // ROWS
+    chunks = (og_pad + CHANNEL_CHUNK - 1) // CHANNEL_CHUNK
+    for t in numba.prange(nb * groups * pixel_tiles * chunks):
+        img = t // (pixel_tiles * chunks)
+        b0 = (t // chunks) % pixel_tiles * ROWS
+        o_lo = t % chunks * CHANNEL_CHUNK
+        g = img % groups
+        rows = min(ROWS, blocks - b0)
+        a_base = img * n_planes * plane_len + b0 * PIXELS
+        for o in range(o_lo, min(o_lo + CHANNEL_CHUNK, og_pad), COLS):
+            w_base = (g * og_pad + o) * k_steps
+            o_base = (img * og_pad + o) * m_pad + b0 * PIXELS
+            for j in range(0, k_steps, K_CHUNK):
+                j_stop = min(j + K_CHUNK, k_steps)
+                if rows == 3:
+                    _count_tile_3(
+                        pf,
+                        a_base,
+                        offsets,
+                        j,
+                        j_stop,
+                        wf,
+                        w_base,
+                        k_steps,
+                        table,
+                        of,
+                        o_base,
+                        m_pad,
+                    )
+                elif rows == 2:
+                    _count_tile_2(
+                        pf,
+                        a_base,
+                        offsets,
+                        j,
+                        j_stop,
+                        wf,
+                        w_base,
+                        k_steps,
+                        table,
+                        of,
+                        o_base,
+                        m_pad,
+                    )
+                else:
+                    _count_tile_1(
+                        pf,
+                        a_base,
+                        offsets,
+                        j,
+                        j_stop,
+                        wf,
+                        w_base,
+                        k_steps,
+                        table,
+                        of,
+                        o_base,
+                        m_pad,
+                    )
+
+
+@njit(cache=True, parallel=True)
+def _finish(counts, wsum, kh, kw, k_len, h, w, sh, sw, pt, pl, dh, dw, ws, out):
+    """out[n, o, oy, ox] = k_len - 2 * counts + the weights of the taps that fall in the padding
+    (all taps minus the rectangle of valid ones)."""
+    nb, o_ch, oh, ow = out.shape
+    og = o_ch // counts.shape[1]
+    sat = _padding_sums(wsum, kh, kw)
+    x_taps = np.empty((ow, 2), np.int64)
+    for ox in range(ow):
+        x_taps[ox] = _valid_taps(ox * sw - pl, dw, kw, w)
+    all_cols = np.arange(ow)
+    edge_cols = all_cols[x_taps[:, 1] - x_taps[:, 0] < kw]
+    for t in numba.prange(nb * o_ch):
+        n, oc = t // o_ch, t % o_ch
+        s = sat[oc]
+        for oy in range(oh):
+            src = counts[n, oc // og, oc % og, oy * ws : oy * ws + ow]
+            dst = out[n, oc, oy]
+            for ox in range(ow):
+                dst[ox] = k_len - 2 * src[ox]
+            y_lo, y_hi = _valid_taps(oy * sh - pt, dh, kh, h)
+            for ox in edge_cols if y_hi - y_lo == kh else all_cols:
+                x_lo, x_hi = x_taps[ox, 0], x_taps[ox, 1]
+                valid = s[y_hi, x_hi] - s[y_lo, x_hi] - s[y_hi, x_lo] + s[y_lo, x_lo]
+                dst[ox] += s[kh, kw] - valid
+
+
+def _round_up(v: int, multiple: int) -> int:
+    return -(-v // multiple) * multiple
 
 
 @njit(cache=True, parallel=True)
@@ -54,80 +463,6 @@ def pack_bipolar(v: np.ndarray) -> np.ndarray:
     return out.reshape(v.shape[:-1] + (out.shape[1],))
 
 
-def binary_matmul_acc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(M, N) int32 dot products of +-1 matrices a (M, K) and b (K, N), by xnor-popcount."""
-    m_rows, k_len = a.shape
-    if b.shape[0] != k_len:
-        raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
-    out = np.empty((m_rows, b.shape[1]), dtype=np.int32)
-    _xnor_gemm(pack_bipolar(a), pack_bipolar(b.T), k_len, out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _xnor_gemm(a, b, k_len, out):
-    """out[m, n] = k_len - 2 * popcount(a[m] xor b[n]) over all words."""
-    m_rows, n_words = a.shape
-    for m in numba.prange(m_rows):
-        for n in range(b.shape[0]):
-            diff = np.uint64(0)
-            for i in range(n_words):
-                diff += popcount(a[m, i] ^ b[n, i])
-            out[m, n] = k_len - 2 * np.int64(diff)
-
-
-@njit(cache=True, parallel=True)
-def _im2col_bits(x, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, bits, mask):
-    """Packed im2col: bits[g, n*oh*ow + p] holds the signs of the taps in (c, ky, kx) order, mask
-    the taps that fall inside the image."""
-    nb, channels, h, w = x.shape
-    cg = channels // group
-    npix = oh * ow
-    for t in numba.prange(group * nb):
-        g = t // nb
-        n = t % nb
-        for p in range(npix):
-            oy = p // ow
-            ox = p % ow
-            row_bits = bits[g, n * npix + p]
-            row_mask = mask[g, n * npix + p]
-            row_bits[:] = 0
-            row_mask[:] = 0
-            for c in range(cg):
-                plane = x[n, g * cg + c]
-                for ky in range(kh):
-                    iy = oy * sh - pt + ky * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    base = (c * kh + ky) * kw
-                    for kx in range(kw):
-                        ix = ox * sw - pl + kx * dw
-                        if 0 <= ix < w:
-                            k = base + kx
-                            bit = np.uint64(1) << np.uint64(k % WORD)
-                            row_mask[k // WORD] |= bit
-                            if plane[iy, ix] > 0:
-                                row_bits[k // WORD] |= bit
-
-
-@njit(cache=True, parallel=True)
-def _xnor_conv(bits, mask, wbits, out):
-    """out[g, o, m] = sum over valid taps of x*w = n_valid - 2 * popcount((x xor w) & valid)."""
-    groups, m_rows, n_words = bits.shape
-    og = wbits.shape[1]
-    for t in numba.prange(groups * m_rows):
-        g = t // m_rows
-        m = t % m_rows
-        valid = np.uint64(0)
-        for i in range(n_words):
-            valid += popcount(mask[g, m, i])
-        for o in range(og):
-            diff = np.uint64(0)
-            for i in range(n_words):
-                diff += popcount((bits[g, m, i] ^ wbits[g, o, i]) & mask[g, m, i])
-            out[g, o, m] = np.int64(valid) - 2 * np.int64(diff)
-
-
 def binary_conv2d_acc(
     x: np.ndarray,
     w: np.ndarray,
@@ -136,7 +471,8 @@ def binary_conv2d_acc(
     dilations: tuple[int, int],
     group: int,
 ) -> np.ndarray:
-    """(N, O, OH, OW) int32 sums of x*w over the valid taps of a +-1 convolution (zero padding)."""
+    """(N, O, OH, OW) int32 sums of x*w over the valid taps of a +-1 convolution (zero padding);
+    a value counts as +1 when it is > 0, else as -1."""
     nb, channels, h, wd = x.shape
     o_ch, cg, kh, kw = w.shape
     oh, ow = check_conv(x.shape, w.shape, strides, pads, dilations, group)
@@ -144,13 +480,33 @@ def binary_conv2d_acc(
     pt, pl, pb, pr = pads
     dh, dw = dilations
     og = o_ch // group
-    k_len = cg * kh * kw
-    n_words = -(-k_len // WORD)
-    bits = np.empty((group, nb * oh * ow, n_words), dtype=np.uint64)
-    mask = np.empty_like(bits)
-    _im2col_bits(np.ascontiguousarray(x), group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, bits, mask)
-    wbits = pack_bipolar(w.reshape(group, og, k_len))
-    out = np.empty((group, og, nb * oh * ow), dtype=np.int32)
-    _xnor_conv(bits, mask, wbits, out)
-    out = out.reshape(group, og, nb, oh, ow).transpose(2, 0, 1, 3, 4)
-    return np.ascontiguousarray(out).reshape(nb, o_ch, oh, ow)
+    cn = -(-cg // 4)
+    hs, ws = -(-(h + pt + pb) // sh), -(-(wd + pl + pr) // sw)
+    blocks = -(-(oh * ws) // PIXELS)
+    reach = ((kh - 1) * dh // sh) * ws + (kw - 1) * dw // sw
+    plane_len = max(hs * ws, blocks * PIXELS + reach)
+    planes = np.zeros((nb, group, sh * sw * cn, plane_len), np.uint8)
+    _nibble_planes(x, group, sh, sw, pt, pl, ws, planes)
+    og_pad = _round_up(og, COLS)
+    widx = np.zeros((group, og_pad, kh * kw * cn), np.uint8)
+    wsum = np.empty((o_ch, kh * kw), np.int64)
+    _weight_nibbles(np.ascontiguousarray(w).reshape(o_ch, cg, kh * kw), group, widx, wsum)
+    offsets = np.empty(kh * kw * cn, np.int64)
+    _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets)
+    counts = np.zeros((nb, group, og_pad, blocks * PIXELS), np.int32)
+    _xnor_counts(planes, offsets, widx, TABLE, blocks, counts)
+    out = np.empty((nb, o_ch, oh, ow), np.int32)
+    _finish(counts, wsum, kh, kw, cg * kh * kw, h, wd, sh, sw, pt, pl, dh, dw, ws, out)
+    return out
+
+
+def binary_matmul_acc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, N) int32 dot products of +-1 matrices a (M, K) and b (K, N): a 1x1 convolution of a
+    one-row image of M pixels with K channels."""
+    m_rows, k_len = a.shape
+    if b.shape[0] != k_len:
+        raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
+    x = a.T.reshape(1, k_len, 1, m_rows)
+    w = b.T.reshape(b.shape[1], k_len, 1, 1)
+    out = binary_conv2d_acc(x, w, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    return np.ascontiguousarray(out[0, :, 0, :].T)
