@@ -42,6 +42,14 @@ def accelsim_run(model: onnx.ModelProto, feeds: dict, tmp_path) -> np.ndarray:
     return execute(graph, feeds)[graph.outputs[0]]
 
 
+def assert_same(model: onnx.ModelProto, feeds: dict, tmp_path_factory) -> None:
+    """accelsim's output has onnxruntime's dtype, shape and values, bit for bit."""
+    ref = ort_run(model, feeds)
+    got = accelsim_run(model, feeds, tmp_path_factory.mktemp("m"))
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {ref.size} differ"
+
+
 def make_model(nodes, inputs, output, inits, opset=13, ms=False) -> onnx.ModelProto:
     opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)]
                                                  if ms else [])
@@ -140,9 +148,7 @@ def test_qlinearconv_matches_onnxruntime(case, types, data, tmp_path_factory):
                             group=case["group"])
     model = make_model([node], [helper.make_tensor_value_info("x", NP_TO_ONNX[xt], x.shape)],
                        helper.make_tensor_value_info("y", NP_TO_ONNX[xt], [None] * 4), inits)
-    ref = ort_run(model, {"x": x})
-    got = accelsim_run(model, {"x": x}, tmp_path_factory.mktemp("m"))
-    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert_same(model, {"x": x}, tmp_path_factory)
 
 
 @st.composite
@@ -152,15 +158,23 @@ def matmul_case(draw):
     return lead, m, k, n
 
 
-@HYP
-@given(case=matmul_case(), types=types_strategy(), data=st.data())
-def test_qlinearmatmul_matches_onnxruntime(case, types, data, tmp_path_factory):
+def matmul_operands(case, types, rng) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Random A (..., M, K) and B (K, N); B 7-bit where onnxruntime's u8 x s8 kernel saturates."""
     lead, m, k, n = case
     at, bt = types
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     seven = at == np.uint8 and bt == np.int8 and not ORT_U8S8_EXACT
     a = rng.integers(*int_range(at), (*lead, m, k), endpoint=True).astype(at)
     b = rng.integers(*int_range(bt, seven), (k, n), endpoint=True).astype(bt)
+    return a, b, seven
+
+
+@HYP
+@given(case=matmul_case(), types=types_strategy(), data=st.data())
+def test_qlinearmatmul_matches_onnxruntime(case, types, data, tmp_path_factory):
+    at, bt = types
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    a, b, _ = matmul_operands(case, types, rng)
+    n = b.shape[1]
     ties = data.draw(st.booleans())
     per_column = data.draw(st.booleans())
     a_scale, y_scale = data.draw(scales(1, ties)), data.draw(scales(1, ties))
@@ -175,20 +189,16 @@ def test_qlinearmatmul_matches_onnxruntime(case, types, data, tmp_path_factory):
     node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
     model = make_model([node], [helper.make_tensor_value_info("a", NP_TO_ONNX[at], a.shape)],
                        helper.make_tensor_value_info("y", NP_TO_ONNX[at], [None] * a.ndim), inits)
-    ref = ort_run(model, {"a": a})
-    got = accelsim_run(model, {"a": a}, tmp_path_factory.mktemp("m"))
-    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert_same(model, {"a": a}, tmp_path_factory)
 
 
 @HYP
 @given(case=matmul_case(), types=types_strategy(), data=st.data())
 def test_matmulinteger_matches_onnxruntime(case, types, data, tmp_path_factory):
-    lead, m, k, n = case
     at, bt = types
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    seven = at == np.uint8 and bt == np.int8 and not ORT_U8S8_EXACT
-    a = rng.integers(*int_range(at), (*lead, m, k), endpoint=True).astype(at)
-    b = rng.integers(*int_range(bt, seven), (k, n), endpoint=True).astype(bt)
+    a, b, seven = matmul_operands(case, types, rng)
+    n = b.shape[1]
     a_zp = at(rng.integers(*int_range(at), endpoint=True))
     b_zp = rng.integers(*int_range(bt, seven), n, endpoint=True).astype(bt)
     if bt == np.int8:
@@ -198,9 +208,7 @@ def test_matmulinteger_matches_onnxruntime(case, types, data, tmp_path_factory):
     model = make_model([node], [helper.make_tensor_value_info("a", NP_TO_ONNX[at], a.shape)],
                        helper.make_tensor_value_info("y", TensorProto.INT32, [None] * a.ndim),
                        inits)
-    ref = ort_run(model, {"a": a})
-    got = accelsim_run(model, {"a": a}, tmp_path_factory.mktemp("m"))
-    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert_same(model, {"a": a}, tmp_path_factory)
 
 
 @HYP
@@ -217,9 +225,7 @@ def test_convinteger_matches_onnxruntime(case, data, tmp_path_factory):
     model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
                        helper.make_tensor_value_info("y", TensorProto.INT32, [None] * 4),
                        [const("w", w), const("xz", x_zp), const("wz", w_zp)], opset=10)
-    ref = ort_run(model, {"x": x})
-    got = accelsim_run(model, {"x": x}, tmp_path_factory.mktemp("m"))
-    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert_same(model, {"x": x}, tmp_path_factory)
 
 
 def qdq_conv_model(case, act, wt, rng, x_scale, w_scale, y_scale, relu_fold: bool, seven: bool):
@@ -264,9 +270,7 @@ def test_qdq_conv_matches_onnxruntime(case, act, data, tmp_path_factory):
     model = qdq_conv_model(case, act, np.int8, rng, x_scale, w_scale, y_scale,
                            data.draw(st.booleans()), seven=not ORT_U8S8_EXACT)
     x = (rng.standard_normal((case["n"], case["c"], case["h"], case["w"])) * 2).astype(np.float32)
-    ref = ort_run(model, {"x": x})
-    got = accelsim_run(model, {"x": x}, tmp_path_factory.mktemp("m"))
-    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert_same(model, {"x": x}, tmp_path_factory)
 
 
 def test_u8s8_saturation_is_the_only_difference(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
-from test_onnxruntime_agreement import accelsim_run, const, make_model, ort_run, scales
+from test_onnxruntime_agreement import accelsim_run, assert_same, const, make_model, scales
 
 from accelsim.errors import AccelsimError
 from accelsim.ops.pool import has_empty_windows
@@ -34,13 +34,6 @@ def ints(rng, dtype, shape):
 
 def zero_point(rng, dtype):
     return ints(rng, dtype, ())[()]
-
-
-def assert_same(model, feeds, tmp_path_factory):
-    ref = ort_run(model, feeds)
-    got = accelsim_run(model, feeds, tmp_path_factory.mktemp("m"))
-    assert got.dtype == ref.dtype and got.shape == ref.shape
-    assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {ref.size} differ"
 
 
 @st.composite

@@ -108,7 +108,7 @@ def test_float_model_computes_the_numpy_forward_pass():
         t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer
     }
     x = digits_split()[2][:16]
-    expected, _ = cnn_digits._forward(params, x.astype(np.float64))
+    expected, _ = cnn_digits.forward(params, x.astype(np.float64))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(["logits"], {"input": x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from cnn_digits import _conv3x3, _conv3x3_grad, _maxpool2, _maxpool2_grad
+from cnn_digits import Adam, conv3x3, conv3x3_grad, cross_entropy_grad, maxpool2, maxpool2_grad
 from digits_data import digits_split
 from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import threadpool_limits
@@ -119,11 +119,11 @@ class Net:
     def forward(self, x: np.ndarray, train: bool):
         w = self.weights()
         bn_cache: list = []
-        z1, xp1 = _conv3x3(x, w["conv1.w"], np.zeros(WIDTHS[0]))
-        p1, k1 = _maxpool2(z1)
+        z1, xp1 = conv3x3(x, w["conv1.w"], np.zeros(WIDTHS[0]))
+        p1, k1 = maxpool2(z1)
         b1 = self.bn("bn1", p1, train, bn_cache)
-        z2, xp2 = _conv3x3(self.act(b1), w["conv2.w"], np.zeros(WIDTHS[1]))
-        p2, k2 = _maxpool2(z2)
+        z2, xp2 = conv3x3(self.act(b1), w["conv2.w"], np.zeros(WIDTHS[1]))
+        p2, k2 = maxpool2(z2)
         b2 = self.bn("bn2", p2, train, bn_cache)
         m2 = self.act(b2)
         flat = m2.reshape(len(x), -1)
@@ -152,10 +152,10 @@ class Net:
         g["fc1.w"] = flat.T @ dz3
         dm2 = (dz3 @ w["fc1.w"].T).reshape(m2_shape)
         dp2 = self.bn_grad("bn2", dm2 * (np.abs(b2) <= 1), bn_cache[1], g)
-        dm1, g["conv2.w"], _ = _conv3x3_grad(_maxpool2_grad(dp2, k2), xp2, w["conv2.w"])
+        dm1, g["conv2.w"], _ = conv3x3_grad(maxpool2_grad(dp2, k2), xp2, w["conv2.w"])
         dp1 = self.bn_grad("bn1", dm1 * (np.abs(b1) <= 1), bn_cache[0], g)
-        dz1 = _maxpool2_grad(dp1, k1)
-        _, g["conv1.w"], _ = _conv3x3_grad(dz1, xp1, w["conv1.w"])
+        dz1 = maxpool2_grad(dp1, k1)
+        _, g["conv1.w"], _ = conv3x3_grad(dz1, xp1, w["conv1.w"])
         return g
 
 
@@ -166,9 +166,7 @@ def train(binary: bool, seed: int = SEED) -> Net:
     rng = np.random.default_rng(seed)
     net = Net(rng, binary)
     p = net.p
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v = {k: np.zeros_like(v) for k, v in p.items()}
-    beta1, beta2, eps, step = 0.9, 0.999, 1e-8, 0
+    adam = Adam(p)
     with threadpool_limits(1):
         for epoch in range(EPOCHS):
             lr = LR * 0.5 * (1 + np.cos(np.pi * epoch / EPOCHS))
@@ -176,17 +174,7 @@ def train(binary: bool, seed: int = SEED) -> Net:
             for start in range(0, len(order), BATCH):
                 idx = order[start : start + BATCH]
                 logits, cache = net.forward(x_tr[idx], train=True)
-                prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-                prob /= prob.sum(axis=1, keepdims=True)
-                prob[np.arange(len(idx)), y_tr[idx]] -= 1.0
-                grads = net.backward(cache, prob / len(idx))
-                step += 1
-                for k, gk in grads.items():
-                    m[k] = beta1 * m[k] + (1 - beta1) * gk
-                    v[k] = beta2 * v[k] + (1 - beta2) * gk * gk
-                    mh = m[k] / (1 - beta1**step)
-                    vh = v[k] / (1 - beta2**step)
-                    p[k] -= lr * mh / (np.sqrt(vh) + eps)
+                adam.update(net.backward(cache, cross_entropy_grad(logits, y_tr[idx])), lr)
                 if binary:
                     for k in ("conv2.w", "fc1.w"):
                         np.clip(p[k], -1, 1, out=p[k])

@@ -52,7 +52,7 @@ QUANTIZED = {
 }
 
 
-def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stride-1, pad-1 convolution as nine shifted matmuls; returns (output, padded input)."""
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     h, wd = x.shape[2:]
@@ -63,8 +63,8 @@ def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, n
     return out, xp
 
 
-def _conv3x3_grad(dout: np.ndarray, xp: np.ndarray, w: np.ndarray):
-    """Gradients of _conv3x3 with respect to its input, weights and bias."""
+def conv3x3_grad(dout: np.ndarray, xp: np.ndarray, w: np.ndarray):
+    """Gradients of conv3x3 with respect to its input, weights and bias."""
     h, wd = dout.shape[2:]
     dxp = np.zeros_like(xp)
     dw = np.zeros_like(w)
@@ -76,7 +76,7 @@ def _conv3x3_grad(dout: np.ndarray, xp: np.ndarray, w: np.ndarray):
     return dxp[:, :, 1:-1, 1:-1], dw, dout.sum(axis=(0, 2, 3))
 
 
-def _maxpool2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def maxpool2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2x2/2 max pooling; also returns the mask of the winning positions for the backward pass."""
     n, c, h, w = x.shape
     blocks = x.reshape(n, c, h // 2, 2, w // 2, 2)
@@ -85,18 +85,18 @@ def _maxpool2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, mask
 
 
-def _maxpool2_grad(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def maxpool2_grad(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
     n, c, h2, _, w2, _ = mask.shape
     return (mask * dout[:, :, :, None, :, None]).reshape(n, c, h2 * 2, w2 * 2)
 
 
-def _forward(p: dict[str, np.ndarray], x: np.ndarray):
-    a1, xp1 = _conv3x3(x, p["conv1.w"], p["conv1.b"])
+def forward(p: dict[str, np.ndarray], x: np.ndarray):
+    a1, xp1 = conv3x3(x, p["conv1.w"], p["conv1.b"])
     r1 = np.maximum(a1, 0)
-    m1, k1 = _maxpool2(r1)
-    a2, xp2 = _conv3x3(m1, p["conv2.w"], p["conv2.b"])
+    m1, k1 = maxpool2(r1)
+    a2, xp2 = conv3x3(m1, p["conv2.w"], p["conv2.b"])
     r2 = np.maximum(a2, 0)
-    m2, k2 = _maxpool2(r2)
+    m2, k2 = maxpool2(r2)
     flat = m2.reshape(len(x), -1)
     logits = flat @ p["fc.w"].T + p["fc.b"]
     return logits, (xp1, a1, k1, xp2, a2, k2, flat, m2.shape)
@@ -106,11 +106,39 @@ def _backward(p, cache, dlogits):
     xp1, a1, k1, xp2, a2, k2, flat, m2_shape = cache
     g = {"fc.w": dlogits.T @ flat, "fc.b": dlogits.sum(axis=0)}
     dm2 = (dlogits @ p["fc.w"]).reshape(m2_shape)
-    da2 = _maxpool2_grad(dm2, k2) * (a2 > 0)
-    dm1, g["conv2.w"], g["conv2.b"] = _conv3x3_grad(da2, xp2, p["conv2.w"])
-    da1 = _maxpool2_grad(dm1, k1) * (a1 > 0)
-    _, g["conv1.w"], g["conv1.b"] = _conv3x3_grad(da1, xp1, p["conv1.w"])
+    da2 = maxpool2_grad(dm2, k2) * (a2 > 0)
+    dm1, g["conv2.w"], g["conv2.b"] = conv3x3_grad(da2, xp2, p["conv2.w"])
+    da1 = maxpool2_grad(dm1, k1) * (a1 > 0)
+    _, g["conv1.w"], g["conv1.b"] = conv3x3_grad(da1, xp1, p["conv1.w"])
     return g
+
+
+def cross_entropy_grad(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The gradient of the batch's mean softmax cross-entropy with respect to the logits."""
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    prob[np.arange(len(labels)), labels] -= 1.0
+    return prob / len(labels)
+
+
+class Adam:
+    """Adam (beta1 0.9, beta2 0.999, eps 1e-8), updating a dict of parameter arrays in place."""
+
+    def __init__(self, p: dict[str, np.ndarray]):
+        self.p = p
+        self.m = {k: np.zeros_like(v) for k, v in p.items()}
+        self.v = {k: np.zeros_like(v) for k, v in p.items()}
+        self.step = 0
+
+    def update(self, grads: dict[str, np.ndarray], lr: float) -> None:
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        self.step += 1
+        for k, gk in grads.items():
+            self.m[k] = beta1 * self.m[k] + (1 - beta1) * gk
+            self.v[k] = beta2 * self.v[k] + (1 - beta2) * gk * gk
+            mh = self.m[k] / (1 - beta1**self.step)
+            vh = self.v[k] / (1 - beta2**self.step)
+            self.p[k] -= lr * mh / (np.sqrt(vh) + eps)
 
 
 def train(seed: int = SEED) -> dict[str, np.ndarray]:
@@ -130,26 +158,14 @@ def train(seed: int = SEED) -> dict[str, np.ndarray]:
         "fc.w": he((10, 64), 64),
         "fc.b": np.zeros(10),
     }
-    m = {k: np.zeros_like(v) for k, v in p.items()}
-    v = {k: np.zeros_like(v) for k, v in p.items()}
-    beta1, beta2, eps, step = 0.9, 0.999, 1e-8, 0
+    adam = Adam(p)
     with threadpool_limits(1):
         for _ in range(EPOCHS):
             order = rng.permutation(len(x_tr))
             for start in range(0, len(order), BATCH):
                 idx = order[start : start + BATCH]
-                logits, cache = _forward(p, x_tr[idx])
-                prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-                prob /= prob.sum(axis=1, keepdims=True)
-                prob[np.arange(len(idx)), y_tr[idx]] -= 1.0
-                grads = _backward(p, cache, prob / len(idx))
-                step += 1
-                for k, gk in grads.items():
-                    m[k] = beta1 * m[k] + (1 - beta1) * gk
-                    v[k] = beta2 * v[k] + (1 - beta2) * gk * gk
-                    mh = m[k] / (1 - beta1**step)
-                    vh = v[k] / (1 - beta2**step)
-                    p[k] -= LR * mh / (np.sqrt(vh) + eps)
+                logits, cache = forward(p, x_tr[idx])
+                adam.update(_backward(p, cache, cross_entropy_grad(logits, y_tr[idx])), LR)
     return p
 
 

@@ -328,17 +328,30 @@ def same_quant(a: Quant, b: Quant) -> bool:
     return np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point, b.zero_point)
 
 
-def check_linear_quant(low: OnnxLowering, node, a: dict) -> None:
+def linear_params(low: OnnxLowering, node, with_axis: bool = False) -> tuple[Quant, str | None]:
+    """A QuantizeLinear's or DequantizeLinear's scale and zero point, and the zero point's name."""
+    a = attrs_of(node)
     if a.get("block_size", 0):
         raise low.fail(node, "blocked quantization (block_size) is not supported")
+    zp_name = node.input[2] if len(node.input) > 2 else None
+    quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1) if with_axis else None)
+    return quant, zp_name
+
+
+def identical_q(low: OnnxLowering, value: str, d: DQValue) -> tuple[int, onnx.NodeProto] | None:
+    """The sole QuantizeLinear of `value` when it has d's parameters and type: Q(op(DQ(x)))
+    then stays on the integers."""
+    found = low.sole_q_consumer(value)
+    if found is None:
+        return None
+    quant, zp_name = linear_params(low, found[1])
+    same_type = low.zp_type(found[1], zp_name) == low.tensors[d.int_name].type
+    return found if same_type and same_quant(quant, d.quant) else None
 
 
 @handles("QuantizeLinear")
 def quantize_linear(low: OnnxLowering, i: int, node) -> None:
-    a = attrs_of(node)
-    check_linear_quant(low, node, a)
-    zp_name = node.input[2] if len(node.input) > 2 else None
-    quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1))
+    quant, zp_name = linear_params(low, node, with_axis=True)
     etype = low.zp_type(node, zp_name)
     if etype.bits < 8:
         raise low.fail(node, f"{etype} outputs are not supported (8- and 16-bit only)")
@@ -354,11 +367,8 @@ def quantize_linear(low: OnnxLowering, i: int, node) -> None:
 @handles("DequantizeLinear")
 def dequantize_linear(low: OnnxLowering, i: int, node) -> None:
     """Pending: consumers that fuse read the integers; others materialize a real node."""
-    a = attrs_of(node)
-    check_linear_quant(low, node, a)
-    zp_name = node.input[2] if len(node.input) > 2 else None
+    quant, zp_name = linear_params(low, node, with_axis=True)
     src = node.input[0]
-    quant = low.qparams(node, node.input[1], zp_name, a.get("axis", 1))
     if src in low.consts:
         etype = low.zp_type(node, zp_name, low.initializer_types[src])
         low.const_tensor(src, low.consts[src].astype(etype.storage), etype, quant)
@@ -387,8 +397,8 @@ def fused_output(low: OnnxLowering, i: int, node) -> tuple[onnx.NodeProto, Quant
                              "accelsim needs integer outputs (quantize the whole graph)")
     qi, q = found
     low.consumed.add(qi)
-    zp_name = q.input[2] if len(q.input) > 2 else None
-    return q, low.qparams(q, q.input[1], zp_name), low.zp_type(q, zp_name)
+    quant, zp_name = linear_params(low, q)
+    return q, quant, low.zp_type(q, zp_name)
 
 
 def const_operand(low, node, d: DQValue) -> tuple[np.ndarray, ElemType, Quant]:
@@ -563,32 +573,16 @@ def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, 
     emit_requantize(low, node, acc, out, np.asarray([m], np.float32), y_quant, y_type, 1)
 
 
-@handles("QLinearGlobalAveragePool")
-def qlinear_global_pool(low: OnnxLowering, i: int, node) -> None:
-    if attrs_of(node).get("channels_last", 0):
-        raise low.fail(node, "channels_last=1 is not supported")
-    inp = list(node.input)
-    emit_global_pool(low, node, low.ir(inp[0]), low.qparams(node, inp[1], inp[2]),
-                     low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]), node.output[0])
-
-
-@handles("GlobalAveragePool")
-def qdq_global_pool(low: OnnxLowering, i: int, node) -> None:
-    x = dq_input(low, node, node.input[0])
-    q, y_quant, y_type = fused_output(low, i, node)
-    emit_global_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
-
-
-def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str,
-                      uint8_domain: bool = False):
+def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
     """onnxruntime's QLinearAveragePool: a window covering the whole unpadded input takes its
-    global-pool path (integer sum, then requantize), any other the float32 window average."""
+    global-pool path (integer sum, then requantize), any other the float32 window average (in
+    uint8 for int8 QDQ graphs, see QLinearOp)."""
     a = attrs_of(node)
     shape = low.tensors[x].shape
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(shape) != 4:
         raise low.fail(node, "only 2-D AveragePool with explicit pads is supported")
-    if a.get("channels_last", 0) or any(d != 1 for d in a.get("dilations", (1, 1))):
-        raise low.fail(node, "channels_last and dilations are not supported")
+    if any(d != 1 for d in a.get("dilations", (1, 1))):
+        raise low.fail(node, "dilations are not supported")
     if any(q.scale.size != 1 for q in (x_quant, y_quant)):
         raise low.fail(node, "per-channel quantization is not supported")
     kernel, pads = tuple(a["kernel_shape"]), tuple(a.get("pads", (0, 0, 0, 0)))
@@ -601,23 +595,27 @@ def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type,
              count_include_pad=bool(a.get("count_include_pad", 0)),
              x_scale=float(x_quant.scale[0]), x_zero_point=int(x_quant.zero_point[0]),
              y_scale=float(y_quant.scale[0]), y_zero_point=int(y_quant.zero_point[0]),
-             uint8_domain=uint8_domain)
+             uint8_domain=y_type == INT8 and node.op_type == "AveragePool")
 
 
-@handles("QLinearAveragePool")
-def qlinear_average_pool(low: OnnxLowering, i: int, node) -> None:
+POOLS = {"GlobalAveragePool": emit_global_pool, "AveragePool": emit_average_pool}
+
+
+@handles("QLinearGlobalAveragePool", "QLinearAveragePool")
+def qlinear_pool(low: OnnxLowering, i: int, node) -> None:
+    if attrs_of(node).get("channels_last", 0):
+        raise low.fail(node, "channels_last=1 is not supported")
     inp = list(node.input) + [""] * (5 - len(node.input))
-    emit_average_pool(low, node, low.ir(inp[0]), low.qparams(node, inp[1], inp[2]),
-                      low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]),
-                      node.output[0])
+    POOLS[node.op_type.removeprefix("QLinear")](
+        low, node, low.ir(inp[0]), low.qparams(node, inp[1], inp[2]),
+        low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]), node.output[0])
 
 
-@handles("AveragePool")
-def qdq_average_pool(low: OnnxLowering, i: int, node) -> None:
+@handles(*POOLS)
+def qdq_pool(low: OnnxLowering, i: int, node) -> None:
     x = dq_input(low, node, node.input[0])
     q, y_quant, y_type = fused_output(low, i, node)
-    emit_average_pool(low, node, x.int_name, x.quant, y_quant, y_type, q.output[0],
-                      uint8_domain=y_type == INT8)
+    POOLS[node.op_type](low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
 
 
 def concat_attrs(axis, in_quants, y_quant) -> dict:
@@ -706,12 +704,7 @@ def layout(low: OnnxLowering, i: int, node) -> None:
         return
     t = low.tensors[d.int_name]
     op, attrs = layout_attrs(low, node, t.shape)
-    found = low.sole_q_consumer(node.output[0])
-    if found is not None:
-        zp_name = found[1].input[2] if len(found[1].input) > 2 else None
-        qq = low.qparams(found[1], found[1].input[1], zp_name)
-        if not same_quant(qq, d.quant) or low.zp_type(found[1], zp_name) != t.type:
-            found = None
+    found = identical_q(low, node.output[0], d)
     if op == "MaxPool" and found is None and has_empty_windows(t.shape[2:], attrs):
         # onnxruntime pools the floats: a window of padding only is -FLT_MAX, no integer.
         low.emit(op, node.name, [low.materialize(src)], node.output[0], FLOAT32, **attrs)
@@ -741,11 +734,7 @@ def relu(low: OnnxLowering, i: int, node) -> None:
         hi_arr = low.opt_const(node, 2, "max")
         lo = np.float32(lo_arr if lo_arr is not None else a.get("min", -np.inf))
         hi = np.float32(hi_arr if hi_arr is not None else a.get("max", np.inf))
-    found = low.sole_q_consumer(node.output[0])
-    same = found is not None and same_quant(
-        low.qparams(found[1], found[1].input[1], found[1].input[2] if len(found[1].input) > 2
-                    else None), d.quant)
-    if node.op_type == "Clip" and not same:
+    if node.op_type == "Clip" and identical_q(low, node.output[0], d) is None:
         x = low.materialize(node.input[0])
         low.emit("Clip", node.name, [x], node.output[0], FLOAT32, lo=lo, hi=hi)
         return
