@@ -8,10 +8,12 @@ import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 from onnx import TensorProto, helper
 
 from accelsim.kernels import (
     Accumulator,
+    binary,
     binary_conv2d_acc,
     binary_matmul_acc,
     conv2d_acc,
@@ -295,6 +297,82 @@ def test_binary_conv_wide_reduction_and_padding():
     got = binary_conv2d_acc(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 1)
     want = conv2d_acc(x, w, 0, np.zeros(4, np.int64), None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
     np.testing.assert_array_equal(got, want)
+
+
+@st.composite
+def binary_conv_cases(draw):
+    """Shapes that reach every part of the binary kernel: channel counts that are not multiples
+    of 4, more than 63 nibble steps (the byte-count fold), more than 3 pixel vectors (tiles of 1,
+    2 and 3 vectors), more filters than a work item, strides, dilations and wide padding."""
+    group = draw(st.sampled_from([1, 1, 2]))
+    cg, og = draw(st.integers(1, 40)), draw(st.integers(1, 14))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    h = draw(st.integers(max(1, dil[0] * (kh - 1) + 1 - pads[0] - pads[2]), 20))
+    w = draw(st.integers(max(1, dil[1] * (kw - 1) + 1 - pads[1] - pads[3]), 20))
+    nb = draw(st.integers(1, 2))
+    x = draw(tensor((nb, cg * group, h, w), (np.int8, -1, 1))) | 1
+    wts = draw(tensor((og * group, cg, kh, kw), (np.int8, -1, 1))) | 1
+    return x, wts, strides, pads, dil, group
+
+
+@settings(max_examples=25, deadline=None)
+@given(binary_conv_cases())
+def test_binary_conv_larger_shapes(case):
+    x, w, strides, pads, dil, group = case
+    got = binary_conv2d_acc(x, w, strides, pads, dil, group)
+    want = conv2d_acc(x, w, 0, np.zeros(w.shape[0], np.int64), None, strides, pads, dil, group)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_binary_zero_counts_as_minus_one():
+    x = np.array([[[[0, 1, -1, 2]]]], np.int8)
+    w = np.array([[[[1]]]], np.int8)
+    got = binary_conv2d_acc(x, w, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    np.testing.assert_array_equal(got, [[[[-1, 1, -1, 1]]]])
+
+
+def test_binary_matmul_reduction_longer_than_a_16_bit_count():
+    """K over 65535 bits: the kernel is called on chunks of K so that its 16-bit counts hold."""
+    rng = np.random.default_rng(1)
+    a = rng.choice(np.array([-1, 1], np.int8), size=(3, 70001))
+    b = rng.choice(np.array([-1, 1], np.int8), size=(70001, 2))
+    a[0] = 1
+    b[:, 0] = 1
+    got = binary_matmul_acc(a, b)
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b)
+    assert got[0, 0] == 70001
+
+
+def test_binary_tile_without_avx2_matches(monkeypatch):
+    """The portable lookup (ctpop of the xor), used when numba does not target AVX2, gives the
+    same counts as the vpshufb table."""
+    rng = np.random.default_rng(2)
+    steps = 70
+    planes = rng.integers(0, 16, 2 * binary.PIXELS + steps, dtype=np.uint8)
+    offsets = np.arange(steps, dtype=np.int64)
+    widx = (4 * rng.integers(0, 16, binary.COLS * steps)).astype(np.uint8)
+    counts = {}
+    for avx2 in (True, False):
+        monkeypatch.setattr(binary, "_has_avx2", lambda avx2=avx2: avx2)
+        tile = binary._make_count_tile(2)
+
+        @njit
+        def run(out, tile=tile):
+            tile(planes, 0, offsets, 0, steps, widx, 0, steps, binary.TABLE, out, 0, 64)
+
+        out = np.zeros(binary.COLS * 64, np.int32)
+        run(out)
+        counts[avx2] = out
+    want = [
+        [bin(int(planes[p + j]) ^ int(widx[c * steps + j]) // 4).count("1") for j in range(steps)]
+        for c in range(binary.COLS)
+        for p in range(64)
+    ]
+    np.testing.assert_array_equal(counts[True], np.sum(want, axis=1))
+    np.testing.assert_array_equal(counts[False], counts[True])
 
 
 # ---------------------------------------------------------------- requantization
