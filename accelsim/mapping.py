@@ -467,6 +467,7 @@ class _FoldShapes:
     def _build(self, r_used, c_used, out_elems, first, last, loads) -> _FoldShape:
         bufs, bits, df, stationary = self.bufs, self.bits, self.df, self.stationary
         _check_stationary(self.hw, bufs, self.layer_name, stationary, df, r_used, c_used, bits)
+        _check_streamed(bufs, self.layer_name, df, r_used, c_used, bits)
         load_sizes = {role: nb for role, nb, _ in loads}
         accumulate = df in ("ws", "is")
         psum_spill = accumulate and _bytes(out_elems, bits["psum"]) > bufs.slot("ofmap")
@@ -531,6 +532,18 @@ def _check_stationary(hw, bufs, layer_name, role, df, r_used, c_used, bits) -> N
             f"{r_used}x{c_used} {role} values ({need} B) stationary, more than the "
             f"{bufs.slot(role)} B the buffer offers per slot"
         )
+
+
+def _check_streamed(bufs, layer_name, df, r_used, c_used, bits) -> None:
+    """One stream step (a cycle's operands and partial sums) must fit its buffer slot."""
+    for role, demand in _stream_demand(df, r_used, c_used, bits, True).items():
+        need = _bytes(1, demand)
+        if need > bufs.slot(role):
+            raise HardwareError(
+                f"buffers.{bufs.name[role]}.size_kib: layer {layer_name}: one {df} fold "
+                f"streams {need} B of {role} per cycle ({r_used}x{c_used} array in use), more "
+                f"than the {bufs.slot(role)} B the buffer offers per slot"
+            )
 
 
 def _stream_demand(df: str, r: int, c: int, bits: dict, first: bool) -> dict[str, int]:

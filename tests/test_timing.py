@@ -551,7 +551,13 @@ BAD_HARDWARE = [
     # (overrides, dataflow, the field the message must name)
     ({"buffers.weights.size_kib": 0.25}, "ws", "buffers.weights.size_kib"),  # 128 B slot < 256 B
     ({"buffers.ifmap.size_kib": 0.0625}, "is", "buffers.ifmap.size_kib"),
-    ({"buffers.ofmap.size_kib": 0.0625}, "os", "buffers.ofmap.size_kib"),
+    ({"buffers.ofmap.size_kib": 0.0625}, "os", "buffers.ofmap.size_kib"),  # 16x16 psums
+    # a ws/is fold streams C partial sums per cycle into the ofmap: 64 B, a 32 B slot
+    ({"buffers.ofmap.size_kib": 0.0625}, "ws", "buffers.ofmap.size_kib"),
+    ({"buffers.ofmap.size_kib": 0.0625}, "is", "buffers.ofmap.size_kib"),
+    # ... and R ifmap values per cycle: 16 B, an 8 B slot
+    ({"buffers.ifmap.size_kib": 1 / 64, "buffers.ifmap.banks": 1}, "ws",
+     "buffers.ifmap.size_kib"),
     ({"dram.bandwidth_bytes_per_cycle": 0}, "ws", "dram.bandwidth_bytes_per_cycle"),
     ({"dram.bandwidth_bytes_per_cycle": -4}, "ws", "dram.bandwidth_bytes_per_cycle"),
     ({"interconnect.width_bits": 0}, "ws", "interconnect.width_bits"),
