@@ -36,6 +36,8 @@ INT32_WRAP = Accumulator()
 TILE_M = 6
 TILE_N = 2
 LANES = 16
+# Bytes of b that a thread keeps in its L2 while it sweeps row tiles of a.
+B_BLOCK_BYTES = 192 * 1024
 
 
 @intrinsic
@@ -172,11 +174,32 @@ def _im2col(x, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
 
 
 @njit(cache=True, parallel=True)
-def _im2col_hwc(xh, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
-    """As _im2col from channels-last x (N, H, W, C), with the reduction index in (ky, kx, c)
-    order, so that each tap copies a contiguous run of channels. Only for order-free sums."""
-    nb, h, w, channels = xh.shape
+def _pad_centre_hwc(x, zero_point, pt, pl, out):
+    """out[n, pt + y, pl + x, c] = x[n, c, y, x] - zero_point: channels last and centred; the
+    border of out is left as it is (zeroed by the caller), so padded taps hold 0."""
+    nb, channels, h, w = x.shape
+    for t in numba.prange(nb * h):
+        n, y = t // h, t % h
+        for c in range(channels):
+            src = x[n, c, y]
+            dst = out[n, pt + y, pl : pl + w, c]
+            for i in range(w):
+                dst[i] = np.int32(src[i]) - zero_point
+
+
+@njit(cache=True, parallel=True)
+def _im2col_hwc(xp, group, kh, kw, sh, sw, dh, dw, oh, ow, out):
+    """out[g, n*oh*ow + p, (ky, kx, c)] = xp at the tap, from the padded, centred, channels-last
+    image of _pad_centre_hwc; the K padding of each row is zeroed. With dw == 1 and one group the
+    taps of one kernel row are one contiguous run of kw*cg values in xp, copied in one loop (for a
+    3-channel input, runs of 3 would leave the loop overhead dominant). Only for order-free sums."""
+    nb, hp, wp, channels = xp.shape
     cg = channels // group
+    whole_rows = dw == 1 and group == 1
+    run = kw * cg if whole_rows else cg
+    runs = 1 if whole_rows else kw
+    k_len = kh * kw * cg
+    xrows = xp.reshape(nb, hp, wp * channels)
     for t in numba.prange(group * nb * oh):
         g = t // (nb * oh)
         n = (t // oh) % nb
@@ -184,16 +207,13 @@ def _im2col_hwc(xh, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, o
         for ox in range(ow):
             row = out[g, (n * oh + oy) * ow + ox]
             for ky in range(kh):
-                iy = oy * sh - pt + ky * dh
-                if iy < 0 or iy >= h:
-                    continue
-                for kx in range(kw):
-                    ix = ox * sw - pl + kx * dw
-                    if 0 <= ix < w:
-                        src = xh[n, iy, ix, g * cg : (g + 1) * cg]
-                        dst = row[(ky * kw + kx) * cg : (ky * kw + kx + 1) * cg]
-                        for c in range(cg):
-                            dst[c] = np.int32(src[c]) - zero_point
+                line = xrows[n, oy * sh + ky * dh]
+                for r in range(runs):
+                    start = (ox * sw + r * dw) * channels + g * cg
+                    row[(ky * runs + r) * run : (ky * runs + r + 1) * run] = line[
+                        start : start + run
+                    ]
+            row[k_len:] = 0
 
 
 @njit(cache=True, parallel=True)
@@ -210,6 +230,38 @@ def _pack_weights(w, zero_points, channels_last, out):
                 for kx in range(kw):
                     k = (ky * kw + kx) * cg + c if channels_last else (c * kh + ky) * kw + kx
                     row[k] = np.int64(w[oc, c, ky, kx]) - zp
+
+
+@njit(cache=True, parallel=True)
+def _centre_rows(a, zero_point, out):
+    """out[0, m, k] = a[m, k] - zero_point: the A operand of matmul_acc."""
+    for m in numba.prange(a.shape[0]):
+        row = out[0, m]
+        for k in range(a.shape[1]):
+            row[k] = np.int64(a[m, k]) - zero_point
+
+
+@njit(cache=True, parallel=True)
+def _centre_columns(b, zero_points, out):
+    """out[0, n, k] = b[k, n] - zero_points[n]: the B operand of matmul_acc, transposed in blocks
+    of 64 rows of b so that both reads and writes stay in cache."""
+    k_len, n_cols = b.shape
+    for k0 in numba.prange((k_len + 63) // 64):
+        for n in range(n_cols):
+            row = out[0, n]
+            zp = zero_points[n]
+            for k in range(k0 * 64, min(k0 * 64 + 64, k_len)):
+                row[k] = np.int64(b[k, n]) - zp
+
+
+@njit(cache=True)
+def _column_span(b, zero_points):
+    """max over (k, n) of |b[k, n] - zero_points[n]|."""
+    span = np.int64(0)
+    for k in range(b.shape[0]):
+        for n in range(b.shape[1]):
+            span = max(span, abs(np.int64(b[k, n]) - zero_points[n]))
+    return span
 
 
 @njit(cache=True)
@@ -238,18 +290,23 @@ def _gemm_i16(a, b, out):
     """out[g, n, m] = sum_k a[g, m, k] * b[g, n, k], int16 operands, int32 wrapping sums.
 
     a (G, Mp, Kp), b (G, Np, Kp), out (G, Np, Mp), all C-contiguous, with Mp a multiple of
-    TILE_M, Np of TILE_N and Kp of LANES (zero padded). Threads share out the row tiles of a.
+    TILE_M, Np of TILE_N and Kp of LANES (zero padded). Work items are (block of rows of b, row
+    tile of a), block-major, so that a thread sweeps its tiles of a against a block of b that
+    stays in L2 (B_BLOCK_BYTES) instead of streaming all of b from memory for every tile.
     """
     groups, m_pad, k_pad = a.shape
     n_pad = b.shape[1]
     m_tiles = m_pad // TILE_M
+    n_block = max(TILE_N, B_BLOCK_BYTES // (2 * k_pad) // TILE_N * TILE_N)
+    n_blocks = (n_pad + n_block - 1) // n_block
     af = a.reshape(-1)
     bf = b.reshape(-1)
     of = out.reshape(-1)
-    for t in numba.prange(groups * m_tiles):
-        g = t // m_tiles
+    for t in numba.prange(groups * n_blocks * m_tiles):
+        g = t // (n_blocks * m_tiles)
+        n0 = (t // m_tiles) % n_blocks * n_block
         m = (t % m_tiles) * TILE_M
-        for n in range(0, n_pad, TILE_N):
+        for n in range(n0, min(n0 + n_block, n_pad), TILE_N):
             _dot_tile(
                 af,
                 (g * m_pad + m) * k_pad,
@@ -291,6 +348,22 @@ def _gemm_saturate(a, b, bias, lo, hi, out):
             for k in range(k_len):
                 s = min(max(s + np.int64(a[g, m, k]) * np.int64(b[g, n, k]), lo), hi)
             out[g, n, m] = s
+
+
+@njit(cache=True, parallel=True)
+def _crop_add_bias(out, bias, n_rows, m_rows):
+    """out[:, :n_rows, :m_rows] + bias[:, :, None], wrapping in int32, as a new contiguous array
+    (numpy's add over the strided crop was as slow as a small GEMM)."""
+    groups = out.shape[0]
+    result = np.empty((groups, n_rows, m_rows), np.int32)
+    for t in numba.prange(groups * n_rows):
+        g, n = t // n_rows, t % n_rows
+        b = np.int32(bias[g, n])
+        src = out[g, n, :m_rows]
+        dst = result[g, n]
+        for m in range(m_rows):
+            dst[m] = src[m] + b
+    return result
 
 
 def _span(values: np.ndarray, zero_point: int) -> int:
@@ -338,7 +411,7 @@ def _gemm(
         k_pad = _round_up(k_len, LANES)
         out = np.empty((groups, n_pad, m_pad), dtype=np.int32)
         _gemm_i16(pack_a(np.int16, m_pad, k_pad), pack_b(np.int16, n_pad, k_pad), out)
-        out = out[:, :n_rows, :m_rows] + bias.astype(np.int32)[:, :, None]
+        out = _crop_add_bias(out, bias, n_rows, m_rows)
         if acc.overflow == "wrap" and acc.bits < 32:
             out = _wrap(out.astype(np.int64), acc.bits)
         return out.astype(acc.dtype, copy=False)
@@ -396,12 +469,15 @@ def conv2d_acc(
     xc = np.ascontiguousarray(x)
 
     def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
-        a = np.zeros((group, rows, cols), dtype=dtype)
-        if dtype == np.int16:
-            xh = np.ascontiguousarray(xc.transpose(0, 2, 3, 1))
-            _im2col_hwc(xh, zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
-        else:
+        if dtype != np.int16:
+            a = np.zeros((group, rows, cols), dtype=dtype)
             _im2col(xc, zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
+            return a
+        xp = np.zeros((nb, h + pt + pb, wd + pl + pr, channels), np.int16)
+        _pad_centre_hwc(xc, zp, pt, pl, xp)
+        a = np.empty((group, rows, cols), dtype=dtype)
+        _im2col_hwc(xp, group, kh, kw, sh, sw, dh, dw, oh, ow, a)
+        a[:, nb * oh * ow :] = 0
         return a
 
     wc = np.ascontiguousarray(w)
@@ -439,19 +515,19 @@ def matmul_acc(
         np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64).reshape(-1), (n_cols,))
     )
     m_rows = a.shape[0]
-    wc = np.ascontiguousarray(b.T).reshape(n_cols, k_len, 1, 1)
+    ac, bc = np.ascontiguousarray(a), np.ascontiguousarray(b)
 
     def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
         packed = np.zeros((1, rows, cols), dtype=dtype)
-        packed[0, :m_rows, :k_len] = a.astype(np.int32) - zp
+        _centre_rows(ac, zp, packed)
         return packed
 
     def pack_b(dtype: type, rows: int, cols: int) -> np.ndarray:
         packed = np.zeros((1, rows, cols), dtype=dtype)
-        _pack_weights(wc, b_zp, False, packed)
+        _centre_columns(bc, b_zp, packed)
         return packed
 
     bias_g = _bias_array(bias, n_cols)[None]
     shape = (1, m_rows, n_cols, k_len)
-    out = _gemm(pack_a, pack_b, shape, _span(a, zp), int(_weight_span(wc, b_zp)), bias_g, acc)
+    out = _gemm(pack_a, pack_b, shape, _span(ac, zp), int(_column_span(bc, b_zp)), bias_g, acc)
     return np.ascontiguousarray(out[0].T)
