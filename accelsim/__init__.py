@@ -11,42 +11,15 @@ The notebook API:
 
 from __future__ import annotations
 
-from accelsim.errors import AccelsimError
-
 __version__ = "0.1.0"
 
-
-def load_hardware(source, overrides=None, **kw_overrides):
-    """A validated Hardware from a YAML/SCALE-Sim .cfg path or a dict, with dotted overrides."""
-    from accelsim.hardware import load_hardware as _load
-
-    return _load(source, overrides, **kw_overrides)
-
-
-def load_workload(path, seed: int = 0):
-    """The integer IR of an ONNX (QOperator/QDQ), QONNX or SCALE-Sim CSV workload."""
-    from accelsim.workload import load_workload as _load
-
-    return _load(path, seed)
-
-
-def execute(graph, inputs, accumulator=None):
-    """Run the graph bit-accurately; returns its outputs by name, as onnxruntime would."""
-    from accelsim.execute import execute as _execute
-
-    return _execute(graph, inputs, accumulator)
-
-
-def simulate(hw, graph, inputs=None, seed: int = 0):
-    """Simulate a workload on a machine: a Result with cycles and stalls per layer and total.
-
-    hw: a Hardware, a YAML/.cfg path or a dict; graph: a Graph or a workload path. With inputs,
-    the graph also runs bit-accurately and `result.outputs` holds its outputs.
-    """
-    from accelsim.simulate import simulate as _simulate
-
-    return _simulate(hw, graph, inputs, seed)
-
+# Imported here, not lazily: a lazy `from accelsim.simulate import ...` inside a function would
+# rebind the package attribute `simulate` (or `execute`) to the submodule of the same name.
+from accelsim.errors import AccelsimError  # noqa: E402
+from accelsim.execute import execute  # noqa: E402
+from accelsim.hardware import load_hardware  # noqa: E402
+from accelsim.simulate import simulate  # noqa: E402
+from accelsim.workload import load_workload  # noqa: E402
 
 __all__ = ["AccelsimError", "execute", "load_hardware", "load_workload", "simulate",
            "__version__"]

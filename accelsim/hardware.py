@@ -185,7 +185,7 @@ class Buffer(_Strict):
     ports: PositiveInt = 1
     read_latency_cycles: NonNegativeInt = 1
     write_latency_cycles: NonNegativeInt = 1
-    double_buffered: bool = True
+    double_buffered: bool = True  # tiles fill half the buffer; false: loads wait for compute
     # interleaved: consecutive bank-width words go to consecutive banks, so one cycle's operands
     # spread over the banks; contiguous: each bank holds one address range, so they collide.
     bank_mapping: Literal["interleaved", "contiguous"] = "interleaved"

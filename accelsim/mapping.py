@@ -242,9 +242,12 @@ class _Buffers:
         }
 
     def slot(self, role: str) -> int:
-        """Bytes of one half of a double-buffered role (the whole of a single one)."""
-        buf = self.hw.buffers[self.name[role]]
-        return self.capacity[role] // 2 if buf.double_buffered else self.capacity[role]
+        """Bytes of one tile of a role: half its share of the buffer.
+
+        The same with or without double buffering, so that turning it off changes only whether
+        the next tile's loads overlap this tile's compute, never the tiling itself.
+        """
+        return self.capacity[role] // 2
 
     def width(self, role: str) -> int:
         return self.hw.buffers[self.name[role]].bank_width_bits

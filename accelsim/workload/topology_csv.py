@@ -3,10 +3,12 @@
 Read as SCALE-Sim reads it (scalesim/topology_utils.py): the first row is a header; each row is
 split on commas and its last field dropped (rows end with a comma); a conv row is
 `name, ifmap_h, ifmap_w, filter_h, filter_w, channels, num_filters, stride_h[, stride_w]`, with
-no padding (the ifmap is taken as already padded); a GEMM row is `name, M, N, K`. A conv layer
-whose name contains "DP" is depthwise: SCALE-Sim runs it as `channels` separate one-channel
-layers; here it is one grouped Conv (group = channels), which the timing model folds per group.
-Layers are independent, as in SCALE-Sim: each has its own input and output.
+no padding (the ifmap is taken as already padded) and SCALE-Sim's output size (see
+scalesim_output_size: a strided last window past the edge reads zeros); a GEMM row is
+`name, M, N, K`. A conv layer whose name contains "DP" is depthwise: SCALE-Sim runs it as
+`channels` separate one-channel layers; here it is one grouped Conv (group = channels), which
+the timing model folds per group. Layers are independent, as in SCALE-Sim: each has its own
+input and output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ import numpy as np
 
 from accelsim.errors import WorkloadError
 from accelsim.workload.ir import INT8, INT32, Graph, Node, Tensor
+
+
+def scalesim_output_size(size: int, kernel: int, stride: int) -> int:
+    """SCALE-Sim's output size: ceil((H - F + S) / S), one more than the usual floor when the
+    stride does not divide H - F (its last window runs past the edge, over nothing)."""
+    return -(-(size - kernel + stride) // stride)
 
 
 def _ints(path: Path, lineno: int, fields: list[str], count: int) -> list[int]:
@@ -67,11 +75,14 @@ def load_topology_csv(path: str | os.PathLike, seed: int = 0) -> Graph:
                 )
             group = c if "DP" in name else 1
             out_c = nf * group
-            oh, ow = (ih - fh) // sh + 1, (iw - fw) // sw + 1
+            oh, ow = scalesim_output_size(ih, fh, sh), scalesim_output_size(iw, fw, sw)
+            # The last window may run past the edge; zero padding at the bottom/right says so.
+            pad_b, pad_r = (oh - 1) * sh + fh - ih, (ow - 1) * sw + fw - iw
             x_shape, w_shape = (1, c, ih, iw), (out_c, c // group, fh, fw)
             out_shape = (1, out_c, oh, ow)
             op = "Conv"
-            attrs = dict(strides=(sh, sw), pads=(0, 0, 0, 0), dilations=(1, 1), group=group,
+            attrs = dict(strides=(sh, sw), pads=(0, 0, pad_b, pad_r), dilations=(1, 1),
+                         group=group,
                          x_zero_point=0, w_zero_point=np.zeros(out_c, np.int64))
         if f"{name}_ifmap" in tensors:
             raise WorkloadError(f"{path}: line {lineno}: duplicate layer name {name}")
