@@ -176,11 +176,6 @@ def test_cycles_equal_scalesim_model(files, rows, R, C, df):
     check_against_scalesim(files, rows, R, C, df)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "accelsim/workload/topology_csv.py sizes a strided conv's output floor((H-F)/S)+1; SCALE-Sim "
-    "uses ceil((H-F+S)/S). ResNet-18 Conv1 (224, 7x7, stride 2): SCALE-Sim P = 110*110, "
-    "accelsim 109*109, so ResNet-18 on 32x32 ws sums to 2,487,630 cycles, not SCALE-Sim's "
-    "2,519,815 + 21"))
 @pytest.mark.parametrize("df", ["os", "ws", "is"])
 def test_strided_output_size_as_scalesim(files, df):
     check_against_scalesim(files, [("s2", 10, 10, 3, 3, 3, 20, 2)], 8, 8, df)
@@ -199,8 +194,6 @@ def test_resnet18_32x32_ws_total_as_scalesim():
     assert sum(counts) - len(counts) == 2_519_815
 
 
-@pytest.mark.xfail(strict=True, reason="same output-size rule as test_strided_output_size_as_"
-                   "scalesim: accelsim gives 2,487,630 (Conv1 and the stride-2 3x3 convs differ)")
 def test_resnet18_32x32_ws_cycles():
     hw = accelsim.load_hardware(SCALESIM_CFG, {"pe_array.dataflow": "ws"})
     result = simulate(hw, WORKLOADS / "resnet18.csv")
@@ -270,8 +263,6 @@ def test_real_scalesim_reference(files, row, R, C, df, cycles):
 
 
 @pytest.mark.skipif(not REFERENCE.is_file(), reason="no SCALE-Sim reference data yet")
-@pytest.mark.xfail(strict=True, reason="output size floor vs SCALE-Sim's ceil (see "
-                   "test_strided_output_size_as_scalesim)")
 def test_real_scalesim_reference_strided(files):
     cases = reference_cases(False)
     assert cases
@@ -420,12 +411,6 @@ SINGLE_BUFFER_WINS = dict(
 )
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design question: the mapping tiles by the double-buffer slot (half the buffer), so disabling "
-    "double buffering gives bigger stream tiles and fewer fill/drain passes: ws 8x8, 4 KiB "
-    "buffers, 1x1 conv 13x13x12 -> 31, 1 B/cycle: 29,669 cycles double-buffered, 29,583 single "
-    "(compute 1,880 vs 1,704). A mapper could fall back to the single-buffered tiling when it is "
-    "faster"))
 def test_single_buffering_never_helps(files):
     rows, hw = SINGLE_BUFFER_WINS["rows"], SINGLE_BUFFER_WINS["hw"]
     double = run(files, rows, {**hw, **{f"buffers.{b}.double_buffered": True for b in BUFFERS}})
@@ -520,10 +505,6 @@ def test_result_json_round_trip(files):
                              "dram.bandwidth_bytes_per_cycle": 2}).to_json() == text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "accelsim/__init__.py's simulate() imports the submodule accelsim.simulate, which rebinds the "
-    "package attribute `simulate` to the module: the second call raises TypeError: 'module' "
-    "object is not callable (the same holds for accelsim.execute)"))
 def test_simulate_twice(files):
     graph = files.graph([("g", 4, 4, 4)])
     first = accelsim.simulate(SCALESIM_CFG, graph)
