@@ -17,6 +17,7 @@ from accelsim.kernels import (
     binary_conv2d_acc,
     binary_matmul_acc,
     conv2d_acc,
+    integer,
     matmul_acc,
     pack_bipolar,
     requantize,
@@ -161,6 +162,20 @@ def test_matmul_matches_reference(m, k, n, at, bt, acc, data):
     prods = (a.astype(np.int64) - a_zp)[:, :, None] * (b.astype(np.int64) - b_zp)[None]
     want = ref_accumulate(np.moveaxis(prods, 1, -1), bias, acc, channel_axis=1)
     assert got.dtype == acc.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_matmul_long_reduction_spans_several_blocks_of_b():
+    """K large enough that the int16 GEMM splits b into several L2 blocks (and odd N, M)."""
+    rng = np.random.default_rng(3)
+    k = 8200
+    n_block = integer.B_BLOCK_BYTES // (2 * (-(-k // integer.LANES) * integer.LANES))
+    n = 2 * n_block + 3
+    a = rng.integers(0, 256, (7, k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    zps = rng.integers(-5, 5, n)
+    got = matmul_acc(a, b, 100, zps, np.arange(n))
+    want = (a.astype(np.int64) - 100) @ (b.astype(np.int64) - zps) + np.arange(n)
     np.testing.assert_array_equal(got, want)
 
 
