@@ -1,13 +1,15 @@
 """Kernel throughput on ResNet-18 layer shapes, side by side with onnxruntime and numpy.
 
-Script mode prints a table of GMAC/s (medians) and ratios:
-    python benchmarks/bench_kernels.py [--repeat 15]
+Script mode prints, per layer and thread count (numba threads for accelsim, intra_op threads for
+onnxruntime, both in this process), GMAC/s (medians) and a markdown summary of the ratios:
+    python benchmarks/bench_kernels.py [--repeat 15] [--threads 1 2]
 The pytest-benchmark form of the same measurements is test_kernel_throughput.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -41,15 +43,17 @@ def gemm_shape(name: str) -> tuple[int, int, int]:
     return oh * oh, c * k * k, o
 
 
-def _session(graph, inputs) -> Callable[[], object]:
+def _session(graph, inputs, threads: int) -> Callable[[], object]:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
     return lambda: sess.run(None, inputs)
 
 
-def ort_matmulinteger(name: str, a_type: type, rng: np.random.Generator) -> Callable[[], object]:
+def ort_matmulinteger(
+    name: str, a_type: type, rng: np.random.Generator, threads: int
+) -> Callable[[], object]:
     """MatMulInteger of the layer's im2col GEMM, weights as an initializer (so ORT may pre-pack)."""
     m, k, n = gemm_shape(name)
     a = rng.integers(0, 256, (m, k)) if a_type == np.uint8 else rng.integers(-128, 128, (m, k))
@@ -62,10 +66,10 @@ def ort_matmulinteger(name: str, a_type: type, rng: np.random.Generator) -> Call
         [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
         [b],
     )
-    return _session(graph, {"a": a.astype(a_type)})
+    return _session(graph, {"a": a.astype(a_type)}, threads)
 
 
-def ort_qlinearconv(name: str, rng: np.random.Generator) -> Callable[[], object]:
+def ort_qlinearconv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
     """QLinearConv u8 activations x s8 weights (onnxruntime's fast x86 path)."""
     c, h, o, k, s, p = CONVS[name]
     x = rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
@@ -93,17 +97,17 @@ def ort_qlinearconv(name: str, rng: np.random.Generator) -> Callable[[], object]
         [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
         inits,
     )
-    return _session(graph, {"x": x})
+    return _session(graph, {"x": x}, threads)
 
 
-def numpy_matmul(name: str, rng: np.random.Generator) -> Callable[[], object]:
+def numpy_matmul(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
     m, k, n = gemm_shape(name)
     a = rng.integers(-128, 128, (m, k)).astype(np.int32)
     b = rng.integers(-128, 128, (k, n)).astype(np.int32)
     return lambda: a @ b
 
 
-def accelsim_conv(name: str, rng: np.random.Generator) -> Callable[[], object]:
+def accelsim_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
     """conv2d_acc, u8 activations (zero point 128) x s8 weights, int32 wrapping accumulator."""
     c, h, o, k, s, p = CONVS[name]
     x = rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
@@ -113,7 +117,7 @@ def accelsim_conv(name: str, rng: np.random.Generator) -> Callable[[], object]:
     return lambda: conv2d_acc(x, w, 128, zps, bias, (s, s), (p,) * 4, (1, 1), 1)
 
 
-def accelsim_gemm(name: str, rng: np.random.Generator) -> Callable[[], object]:
+def accelsim_gemm(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
     """matmul_acc on the layer's im2col GEMM, s8 x s8."""
     m, k, n = gemm_shape(name)
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
@@ -121,18 +125,19 @@ def accelsim_gemm(name: str, rng: np.random.Generator) -> Callable[[], object]:
     return lambda: matmul_acc(a, b, 0, np.zeros(n, np.int64), None)
 
 
-def accelsim_binary_conv(name: str, rng: np.random.Generator) -> Callable[[], object]:
+def accelsim_binary_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
     c, h, o, k, s, p = CONVS[name]
     x = rng.choice(np.array([-1, 1], np.int8), (1, c, h, h))
     w = rng.choice(np.array([-1, 1], np.int8), (o, c, k, k))
     return lambda: binary_conv2d_acc(x, w, (s, s), (p,) * 4, (1, 1), 1)
 
 
-# (label, factory, uses numba threads)
-IMPLS: list[tuple[str, Callable[[str, np.random.Generator], Callable[[], object]], bool]] = [
-    ("ort_u8s8_matmulinteger", lambda n, r: ort_matmulinteger(n, np.uint8, r), False),
-    ("ort_s8s8_matmulinteger", lambda n, r: ort_matmulinteger(n, np.int8, r), False),
-    ("ort_u8s8_qlinearconv", ort_qlinearconv, False),
+# (label, factory(layer, rng, threads), whether it runs with more than one thread)
+Factory = Callable[[str, np.random.Generator, int], Callable[[], object]]
+IMPLS: list[tuple[str, Factory, bool]] = [
+    ("ort_u8s8_matmulinteger", lambda n, r, t: ort_matmulinteger(n, np.uint8, r, t), True),
+    ("ort_s8s8_matmulinteger", lambda n, r, t: ort_matmulinteger(n, np.int8, r, t), True),
+    ("ort_u8s8_qlinearconv", ort_qlinearconv, True),
     ("numpy_int32_matmul", numpy_matmul, False),
     ("accelsim_conv", accelsim_conv, True),
     ("accelsim_gemm", accelsim_gemm, True),
@@ -152,34 +157,48 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> tuple[float, float]
     return med, (max(times) - min(times)) / med
 
 
+def measure(layer: str, threads: int, repeat: int, rng: np.random.Generator) -> dict[str, float]:
+    """GMAC/s of every implementation on one layer; numba and onnxruntime both get `threads`."""
+    numba.set_num_threads(threads)
+    rates = {}
+    for label, factory, threaded in IMPLS:
+        if threads > 1 and not threaded:
+            continue
+        med, spread = median_seconds(factory(layer, rng, threads), repeat)
+        rates[label] = conv_macs(layer) / med / 1e9
+        print(f"{layer:14}{label:26}{threads:>4}{rates[label]:>9.1f}{spread:>8.0%}", flush=True)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=11)
     parser.add_argument("--layers", nargs="*", default=list(CONVS))
+    parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    ours = [label for label, _, threaded in IMPLS if threaded]
-    header = f"{'layer':14}{'impl':26}{'thr':>4}{'GMAC/s':>9}{'spread':>8}"
-    print(header + "".join(f"{'/' + r[4:12]:>11}" for r in ("ort_u8s8", "ort_s8s8", "ort_conv")))
+    print(f"load average before: {os.getloadavg()}")
+    print(f"{'layer':14}{'impl':26}{'thr':>4}{'GMAC/s':>9}{'spread':>8}")
+    rows = []
     for layer in args.layers:
-        macs = conv_macs(layer)
-        rates = {}
-        for label, factory, threaded in IMPLS:
-            for threads in (1, 2) if threaded else (1,):
-                numba.set_num_threads(threads)
-                med, spread = median_seconds(factory(layer, rng), args.repeat)
-                rates[label, threads] = macs / med / 1e9
-                line = (
-                    f"{layer:14}{label:26}{threads:>4}{rates[label, threads]:>9.1f}{spread:>8.0%}"
-                )
-                if label in ours:
-                    for ref in ("ort_u8s8_matmulinteger", "ort_s8s8_matmulinteger"):
-                        line += f"{rates[label, threads] / rates[ref, 1]:>11.2f}"
-                    line += f"{rates[label, threads] / rates['ort_u8s8_qlinearconv', 1]:>11.2f}"
-                print(line, flush=True)
-        for threads in (1, 2):
-            ratio = rates["accelsim_binary_conv", threads] / rates["accelsim_conv", threads]
-            print(f"{layer:14}{'binary / int8 conv':26}{threads:>4}{ratio:>9.1f}x")
+        for threads in args.threads:
+            r = measure(layer, threads, args.repeat, rng)
+            rows.append(
+                f"| {layer} | {threads} | {r['accelsim_conv']:.1f} | {r['accelsim_gemm']:.1f} "
+                f"| {r['ort_u8s8_matmulinteger']:.1f} | {r['ort_s8s8_matmulinteger']:.1f} "
+                f"| {r['ort_u8s8_qlinearconv']:.1f} "
+                f"| {r['accelsim_conv'] / r['ort_u8s8_matmulinteger']:.2f} "
+                f"| {r['accelsim_conv'] / r['ort_s8s8_matmulinteger']:.2f} "
+                f"| {r['accelsim_binary_conv']:.0f} "
+                f"| {r['accelsim_binary_conv'] / r['accelsim_conv']:.1f} |"
+            )
+    print(f"load average after: {os.getloadavg()}")
+    print(
+        "| layer | thr | accelsim int8 conv | accelsim gemm | ORT u8s8 | ORT s8s8 "
+        "| ORT QLinearConv | int8 / ORT u8s8 | int8 / ORT s8s8 | accelsim binary | binary / int8 |"
+    )
+    print("|---" * 11 + "|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ CASES = [
 )
 def test_throughput(benchmark, layer, label, factory, threads):
     numba.set_num_threads(threads)
-    fn = factory(layer, np.random.default_rng(0))
+    fn = factory(layer, np.random.default_rng(0), threads)
     fn()
     benchmark.pedantic(fn, rounds=7, iterations=1, warmup_rounds=1)
     benchmark.extra_info["gmac_per_s"] = conv_macs(layer) / benchmark.stats.stats.median / 1e9
