@@ -103,6 +103,7 @@ def print_timing(result) -> None:
             for b in sorted(set(r.sram_reads) | set(r.sram_writes))
         )
         row["latency us"] = f"{r.latency_s * 1e6:,.2f}"
+        row["energy nJ"] = f"{r.energy_pj / 1e3:,.2f}"
         rows.append(row)
     print_table(rows, list(rows[0]))
 
@@ -129,13 +130,18 @@ def cmd_run(args) -> int:
     print(f"total: {t.cycles:,} cycles = {t.latency_s * 1e3:.4g} ms at {hw.clock_mhz:g} MHz; "
           f"stalls {t.stall_cycles:,} ({100 * t.stall_cycles / max(t.cycles, 1):.1f} %); "
           f"utilisation {100 * t.utilisation:.1f} %")
+    parts = sorted(t.energy_breakdown_pj.items(), key=lambda kv: -kv[1])
+    print(f"energy: {t.energy_pj / 1e6:.4g} uJ per run, {t.energy_per_inference_pj / 1e6:.4g} uJ "
+          f"per inference, average power {t.average_power_mw:.4g} mW; by component: "
+          + ", ".join(f"{k} {100 * v / t.energy_pj:.1f} %" for k, v in parts if v)
+          if t.energy_pj else "energy: 0")
     if result.outputs is not None:
         source = args.input or f"seeded random data (seed {args.seed})"
         print(f"executed bit-accurately on {source}: "
               + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in result.outputs.items()))
     else:
         print("numerics not run (timing only)")
-    print("energy and corruption: not modelled yet")
+    print("corruption: not modelled yet")
     return 0
 
 

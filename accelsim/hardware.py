@@ -306,6 +306,9 @@ class SramEnergy(_Strict):
     size_exponent: NonNegativeFloat = 0.47
     write_over_read: NonNegativeFloat = 1.0
     leakage_uw_per_kib: NonNegativeFloat = 1.0  # assumption: order of CACTI 45 nm low-leakage SRAM
+    # Leakage power ~ V x I_leak: 1 holds the leakage current constant (first order); DIBL makes
+    # the current fall with V too, so measured SRAMs save more (use 2-3 for such a fit).
+    leakage_voltage_exponent: NonNegativeFloat = 1.0
 
     def access_pj(self, bank_size_bytes: float, width_bits: int) -> float:
         return (

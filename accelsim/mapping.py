@@ -195,10 +195,14 @@ class LayerMapping:
     resident: dict[str, bool] = field(default_factory=dict)
     folds: list[Fold] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
-    vector_ops: int = 0
+    vector_work: dict[str, int] = field(default_factory=dict)  # op -> vector-unit lane ops
     reads_earlier_layers: bool = False  # its inputs are earlier layers' outputs, not graph inputs
     sram_reads: dict[str, int] = field(default_factory=dict)  # bank-width accesses
     sram_writes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def vector_ops(self) -> int:
+        return sum(self.vector_work.values())
 
     @property
     def compute_cycles(self) -> int:
@@ -332,7 +336,8 @@ def _map_compute(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[
     binary = all(graph.tensors[t].type.kind == "bipolar" for t in node.inputs[:2])
     layer = LayerMapping(index, name, "compute", [n.name for n in nodes],
                          macs=macs(graph, node), gemm=gemm, binary=binary, bits=bits,
-                         precision=pe_precision(hw, graph, node, binary))
+                         precision=pe_precision(hw, graph, node, binary),
+                         vector_work=vector_work(graph, nodes))
     row_ext, col_ext, stream = gemm.dims(df)
     n_i, n_j = -(-row_ext // rows_hw), -(-col_ext // cols_hw)
     accumulate = df in ("ws", "is")
@@ -590,6 +595,17 @@ def vector_ops(graph: Graph, node: Node) -> int:
     return out.size
 
 
+def vector_work(graph: Graph, nodes: list[Node]) -> dict[str, int]:
+    """Lane ops by operator of the nodes that run on the vector unit (or the output path)."""
+    work: dict[str, int] = {}
+    for n in nodes:
+        if n.op not in COMPUTE_OPS:
+            ops = vector_ops(graph, n)
+            if ops:
+                work[n.op] = work.get(n.op, 0) + ops
+    return work
+
+
 def _map_vector(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[Node],
                 bufs: _Buffers) -> LayerMapping:
     layer = LayerMapping(index, name, "vector", [n.name for n in nodes])
@@ -601,8 +617,8 @@ def _map_vector(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[N
     )
     out_bytes = sum(_bytes(graph.tensors[t].size, graph.tensors[t].type.bits)
                     for t in nodes[-1].outputs)
-    ops = sum(vector_ops(graph, n) for n in nodes)
-    layer.vector_ops = ops
+    layer.vector_work = vector_work(graph, nodes)
+    ops = layer.vector_ops
     if ops == 0 and all(n.op in LAYOUT_OPS for n in nodes):
         return layer
     vu = hw.vector_unit
@@ -659,4 +675,5 @@ def utilisation(layer: LayerMapping, hw: Hardware, cycles: int) -> float:
 
 
 __all__ = ["BLOCK_DEPENDS", "Fold", "Gemm", "LayerMapping", "Mapping", "Step", "Transfer",
-           "fold_cycles", "gemm_of", "layers_of", "plan", "utilisation", "vector_ops"]
+           "fold_cycles", "gemm_of", "layers_of", "plan", "utilisation", "vector_ops",
+           "vector_work"]

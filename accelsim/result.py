@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: energy
 
 
 @dataclass
@@ -35,6 +35,8 @@ class LayerRecord:
     dram_read_bytes: int
     dram_write_bytes: int
     latency_s: float
+    energy_pj: float
+    energy_breakdown_pj: dict[str, float]  # component -> pJ (see accelsim/energy.py)
 
 
 @dataclass
@@ -50,6 +52,10 @@ class Totals:
     dram_read_bytes: int
     dram_write_bytes: int
     latency_s: float
+    energy_pj: float
+    energy_breakdown_pj: dict[str, float]
+    energy_per_inference_pj: float  # energy_pj / batch size
+    average_power_mw: float  # energy_pj / latency_s
 
 
 @dataclass
@@ -60,7 +66,7 @@ class Result:
     totals: Totals
     layers: list[LayerRecord]
     accelsim_version: str
-    not_modelled: list[str] = field(default_factory=lambda: ["energy", "corruption"])
+    not_modelled: list[str] = field(default_factory=lambda: ["corruption"])
     schema_version: int = SCHEMA_VERSION
     # The graph's outputs when the simulation ran on inputs (arrays; not part of the JSON).
     outputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 import accelsim
+from accelsim.energy import EnergyReport, account
+from accelsim.errors import UnsupportedError
 from accelsim.hardware import Hardware, load_hardware
 from accelsim.mapping import Mapping, plan, utilisation
 from accelsim.result import LayerRecord, Result, Totals
@@ -28,12 +30,18 @@ def _add(into: dict[str, int], more: dict[str, int]) -> None:
         into[k] = into.get(k, 0) + v
 
 
-def gather(mapping: Mapping, timing: Timing, seed: int = 0) -> Result:
-    """The Result of a mapping and its timing (the report phase, separate for notebooks)."""
+def batch_size(graph: Graph) -> int:
+    """Inferences in one run: the leading dimension of the first input (1 for 1-D inputs)."""
+    shape = graph.tensors[graph.inputs[0]].shape if graph.inputs else ()
+    return int(shape[0]) if len(shape) > 1 else 1
+
+
+def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0) -> Result:
+    """The Result of a mapping, its timing and its energy (the report phase, for notebooks)."""
     hw, graph = mapping.hardware, mapping.graph
     seconds_per_cycle = 1e-6 / hw.clock_mhz
     layers = []
-    for lm, lt in zip(mapping.layers, timing.layers, strict=True):
+    for lm, lt, le in zip(mapping.layers, timing.layers, energy.layers, strict=True):
         layers.append(LayerRecord(
             index=lm.index, name=lm.name, kind=lm.kind, macs=lm.macs, folds=len(lm.folds),
             start_cycle=lt.start_cycle, cycles=lt.cycles, compute_cycles=lt.compute_cycles,
@@ -43,6 +51,7 @@ def gather(mapping: Mapping, timing: Timing, seed: int = 0) -> Result:
             sram_writes=dict(sorted(lm.sram_writes.items())),
             dram_read_bytes=lt.dram_read_bytes, dram_write_bytes=lt.dram_write_bytes,
             latency_s=lt.cycles * seconds_per_cycle,
+            energy_pj=le.total_pj, energy_breakdown_pj=dict(le.breakdown_pj),
         ))
     stalls = dict.fromkeys(STALL_CAUSES, 0)
     reads: dict[str, int] = {}
@@ -65,6 +74,11 @@ def gather(mapping: Mapping, timing: Timing, seed: int = 0) -> Result:
         dram_read_bytes=sum(r.dram_read_bytes for r in layers),
         dram_write_bytes=sum(r.dram_write_bytes for r in layers),
         latency_s=timing.cycles * seconds_per_cycle,
+        energy_pj=energy.total_pj,
+        energy_breakdown_pj=energy.breakdown_pj,
+        energy_per_inference_pj=energy.total_pj / batch_size(graph),
+        average_power_mw=(energy.total_pj * 1e-9 / (timing.cycles * seconds_per_cycle)
+                          if timing.cycles else 0.0),
     )
     return Result(
         hardware={
@@ -89,8 +103,11 @@ def simulate(
         hw = load_hardware(hw)
     if not isinstance(graph, Graph):
         graph = load_workload(graph, seed=seed)
+    if hw.energy.model == "toggles":
+        raise UnsupportedError("energy.model: toggles is not built yet; use table")
     mapping = plan(hw, graph)
-    result = gather(mapping, simulate_timing(mapping), seed)
+    timing = simulate_timing(mapping)
+    result = gather(mapping, timing, account(mapping, timing), seed)
     if inputs is not None:
         from accelsim.execute import execute, machine_accumulator
 

@@ -1,0 +1,161 @@
+"""Energy accounting: the sum over events of count x energy per event, by layer and component.
+
+Every count comes from the mapping (MACs, SRAM accesses, vector-unit ops) or the timing (DRAM
+and interconnect bytes, the time leakage runs for), so energy and cycles never disagree about
+how much was moved. The energies per event are the hardware file's tables (accelsim/hardware.py
+gives each default's source), scaled to the technology node and, for SRAM, to the supply voltage
+in force for the layer:
+
+    SRAM dynamic energy  x (V / Vnom)^2          (charge C V^2 per access)
+    SRAM leakage power   x (V / Vnom)^energy.sram.leakage_voltage_exponent
+
+Components (keys of a breakdown): mac, register_file, sram.<buffer> (dynamic, per buffer),
+sram_leakage, dram, interconnect, vector. Idle PEs of a partial fold are taken as clock-gated
+(no energy); DRAM energy is per bit at the interface and is not scaled with the logic node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from accelsim.hardware import Hardware
+
+if TYPE_CHECKING:
+    from accelsim.mapping import LayerMapping, Mapping
+    from accelsim.sim import Timing
+
+# Vector-unit operations per lane op of each operator: (adds, compares, multiplies).
+VECTOR_RECIPES: dict[str, tuple[int, int, int]] = {
+    "Requantize": (1, 2, 1),  # scale, add the zero point, clamp to the range
+    "QuantizeLinear": (1, 2, 1),
+    "DequantizeLinear": (1, 0, 1),  # subtract the zero point, scale
+    "MaxPool": (0, 1, 0),
+    "AveragePool": (1, 0, 0),  # window sums; the division is in the output requantization
+    "GlobalAveragePool": (1, 0, 0),
+    "Add": (1, 2, 2),  # rescale both operands, add, clamp
+    "Mul": (0, 2, 2),
+    "Relu": (0, 1, 0),
+    "Clip": (0, 2, 0),
+    "Sign": (0, 1, 0),
+    "Threshold": (0, 1, 0),
+    "AffineQuant": (1, 2, 1),
+}
+DEFAULT_RECIPE = (1, 0, 0)
+
+
+@dataclass
+class LayerEnergy:
+    name: str
+    breakdown_pj: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_pj(self) -> float:
+        return sum(self.breakdown_pj.values())
+
+
+@dataclass
+class EnergyReport:
+    layers: list[LayerEnergy]
+
+    @property
+    def breakdown_pj(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            for k, v in layer.breakdown_pj.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+    @property
+    def total_pj(self) -> float:
+        return sum(layer.total_pj for layer in self.layers)
+
+
+def voltage_scale(hw: Hardware, buffer: str, layer: LayerMapping) -> float:
+    """V / Vnom of a buffer during a layer (per-layer voltages by name, then by index)."""
+    buf = hw.buffers[buffer]
+    return buf.voltage_for(layer.name, layer.index) / buf.nominal_voltage_v
+
+
+def mac_energy_pj(hw: Hardware, layer: LayerMapping) -> float:
+    """MACs x (multiplier of the layer's PE precision + adder of the accumulator's width)."""
+    if layer.kind != "compute":
+        return 0.0
+    per_mac = hw.energy.mac_pj(layer.precision, hw.pe_array.accumulator_bits)
+    return layer.macs * per_mac * hw.energy.node_scale
+
+
+def register_file_bits_per_mac(layer: LayerMapping) -> int:
+    """PE register traffic of one MAC: the passing operand and the kept operand are read once,
+    the accumulator is read and written."""
+    return layer.bits["ifmap"] + layer.bits["weights"] + 2 * layer.bits["psum"]
+
+
+def register_file_energy_pj(hw: Hardware, layer: LayerMapping) -> float:
+    if layer.kind != "compute":
+        return 0.0
+    bits = layer.macs * register_file_bits_per_mac(layer)
+    return bits * hw.energy.register_file_pj_per_bit * hw.energy.node_scale
+
+
+def sram_dynamic_energy_pj(hw: Hardware, buffer: str, reads: int, writes: int,
+                           v_scale: float) -> float:
+    """Bank-width reads and writes of a buffer at V = v_scale x Vnom: the one SRAM energy rule."""
+    per_read = hw.sram_energy_pj(buffer, "read")
+    per_write = hw.sram_energy_pj(buffer, "write")
+    return (reads * per_read + writes * per_write) * v_scale**2 * hw.energy.node_scale
+
+
+def sram_leakage_energy_pj(hw: Hardware, buffer: str, cycles: int, v_scale: float) -> float:
+    """Leakage of a buffer over `cycles` at the clock (1 uW for 1 s = 1e6 pJ)."""
+    seconds = cycles / (hw.clock_mhz * 1e6)
+    power_uw = hw.sram_leakage_uw(buffer) * v_scale ** hw.energy.sram.leakage_voltage_exponent
+    return power_uw * seconds * 1e6 * hw.energy.node_scale
+
+
+def dram_energy_pj(hw: Hardware, nbytes: int) -> float:
+    return nbytes * 8 * hw.dram.energy_pj_per_bit
+
+
+def interconnect_energy_pj(hw: Hardware, nbytes: int) -> float:
+    link = hw.interconnect
+    return nbytes * 8 * link.hops * link.energy_pj_per_bit_per_hop * hw.energy.node_scale
+
+
+def vector_energy_pj(hw: Hardware, work: dict[str, int]) -> float:
+    """Lane ops by operator x the adds, compares and multiplies each one takes."""
+    e = hw.energy.vector_op
+    total = 0.0
+    for op, count in work.items():
+        adds, compares, mults = VECTOR_RECIPES.get(op, DEFAULT_RECIPE)
+        total += count * (adds * e.add_pj + compares * e.compare_pj + mults * e.multiply_pj)
+    return total * hw.energy.node_scale
+
+
+def layer_energy(hw: Hardware, layer: LayerMapping, cycles: int, dram_bytes: int) -> LayerEnergy:
+    """One layer's energy by component, from its mapping counts and its timing."""
+    out = LayerEnergy(layer.name)
+    b = out.breakdown_pj
+    b["mac"] = mac_energy_pj(hw, layer)
+    b["register_file"] = register_file_energy_pj(hw, layer)
+    for name in sorted(hw.buffers):
+        b[f"sram.{name}"] = sram_dynamic_energy_pj(
+            hw, name, layer.sram_reads.get(name, 0), layer.sram_writes.get(name, 0),
+            voltage_scale(hw, name, layer))
+    b["sram_leakage"] = sum(
+        sram_leakage_energy_pj(hw, name, cycles, voltage_scale(hw, name, layer))
+        for name in sorted(hw.buffers)
+    )
+    b["dram"] = dram_energy_pj(hw, dram_bytes)
+    b["interconnect"] = interconnect_energy_pj(hw, dram_bytes)
+    b["vector"] = vector_energy_pj(hw, layer.vector_work)
+    return out
+
+
+def account(mapping: Mapping, timing: Timing) -> EnergyReport:
+    """Energy of every layer of a timed mapping (the table model)."""
+    hw = mapping.hardware
+    return EnergyReport([
+        layer_energy(hw, lm, lt.cycles, lt.dram_read_bytes + lt.dram_write_bytes)
+        for lm, lt in zip(mapping.layers, timing.layers, strict=True)
+    ])
