@@ -66,6 +66,8 @@ class _Machine:
         self.stored = [env.event() for _ in range(n)]
         self.compute_end = [0] * n
         self.load_records: list[list[TransferRecord]] = [[] for _ in range(n)]
+        # the stores a step's ifmap loads waited for (the earlier layer's outputs), by step
+        self.gate_records: dict[int, list[TransferRecord]] = {}
         self.store_records: list[list[TransferRecord]] = [[] for _ in range(n)]
         self.layer_written = {lm.index: env.event() for lm in mapping.layers}
         self.reads_earlier = {lm.index: lm.reads_earlier_layers for lm in mapping.layers}
@@ -93,7 +95,9 @@ class _Machine:
             if first_step_of_layer and self.reads_earlier[step.layer]:
                 k = self.position[step.layer]
                 if k > 0:
-                    yield self.layer_written[self.layers[k - 1].index]
+                    earlier = self.layers[k - 1].index
+                    yield self.layer_written[earlier]
+                    self.gate_records[s] = self.store_records[self.last_step_of[earlier]]
             self._issue([t for t in step.loads if t.role == "ifmap"], records)
             self._fire_at(self.memory.arrival(records), self.loaded[s])
 
@@ -103,17 +107,24 @@ class _Machine:
 
     def array(self):
         env, steps = self.env, self.steps
+        storing: dict[str, list[int]] = {}  # buffer -> the steps that stored from it, in order
         for s, step in enumerate(steps):
             layer = self.layers[self.position[step.layer]]
             ready = env.now
             yield self.loaded[s]
-            self._charge(layer, ready, env.now, self.load_records[s])
+            self._charge(layer, ready, env.now, self.load_records[s], self.gate_records.get(s))
             if step.stores:
-                depth = self.slot[step.stores[0].buffer]
-                if s >= depth:
+                # The slot this step's outputs go to is the one the depth-th storing step before
+                # it wrote (steps without stores leave the slots as they were).
+                buffer = step.stores[0].buffer
+                before = storing.setdefault(buffer, [])
+                depth = self.slot[buffer]
+                if len(before) >= depth:
+                    k = before[-depth]
                     ready = env.now
-                    yield self.stored[s - depth]
-                    self._charge(layer, ready, env.now, self.store_records[s - depth])
+                    yield self.stored[k]
+                    self._charge(layer, ready, env.now, self.store_records[k])
+                before.append(s)
             busy = step.compute_cycles + step.bank_stall_cycles
             layer.compute_cycles += step.compute_cycles
             layer.stall_cycles["bank_conflict"] += step.bank_stall_cycles
@@ -132,14 +143,22 @@ class _Machine:
             if self.last_step_of[step.layer] == s:
                 self._fire_at(done, self.layer_written[step.layer])
 
-    def _charge(self, layer: LayerTiming, start: int, end: int, records) -> None:
-        """Charge the wait [start, end) to the cause of the last transfer to arrive."""
+    def _charge(self, layer: LayerTiming, start: int, end: int, records, gate=None) -> None:
+        """Charge the wait [start, end) to the cause of the last transfer to arrive; the part
+        before it was issued, to the transfers that gated its issue (`gate`: the earlier layer's
+        stores that a layer's ifmap loads wait for)."""
         if end <= start:
             return
         if not records:
             layer.stall_cycles["dram_bandwidth"] += end - start
             return
         rec = max(records, key=lambda r: r.arrived)
+        if gate and rec.issued > start:
+            cut = min(end, rec.issued)
+            self._charge(layer, start, cut, gate)
+            start = cut
+            if end <= start:
+                return
         in_flight = max(0, min(end, rec.arrived) - max(start, rec.moved))
         on_dram = min(in_flight, max(0, min(end, rec.moved + self.dram_latency)
                                      - max(start, rec.moved)))
