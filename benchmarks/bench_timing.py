@@ -4,8 +4,9 @@
 
 Each case runs in a fresh subprocess (so its peak memory, ru_maxrss, is its own): it loads the
 hardware and the workload, then times `repeat` runs of plan (mapping.plan) and simulate
-(sim.simulate_timing) and one of gather (the Result), and reports medians. "wall" is
-load + plan + simulate + gather, timing only (no numerics). The budget case also times the
+(sim.simulate_timing) and one of the report (energy.account + simulate.gather: the Result), and
+reports medians. "wall" is load + plan + simulate + report, as accelsim.simulate does it without
+numerics (timing only). The budget case also times the
 command `accelsim run HW WORKLOAD --timing-only --json` end to end, imports included.
 The pytest-benchmark form is test_timing_throughput.py.
 """
@@ -60,6 +61,7 @@ def measure(name: str, repeat: int) -> dict:
     hw_file, wl_file, overrides = CASES[name]
     t0 = time.perf_counter()
     import accelsim
+    from accelsim.energy import account
     from accelsim.mapping import plan
     from accelsim.sim import simulate_timing
     from accelsim.simulate import gather
@@ -80,7 +82,7 @@ def measure(name: str, repeat: int) -> dict:
         plans.append(t1 - t0)
         sims.append(t2 - t1)
     t0 = time.perf_counter()
-    result = gather(mapping, timing)
+    result = gather(mapping, timing, account(mapping, timing))
     t_gather = time.perf_counter() - t0
     t_plan, t_sim = statistics.median(plans), statistics.median(sims)
     wall = t_load + t_plan + t_sim + t_gather
@@ -105,21 +107,33 @@ def run_case(name: str, repeat: int) -> dict:
     return json.loads(out.stdout)
 
 
-def cli_wall(name: str, repeat: int) -> tuple[float, float]:
-    """Median wall time and peak RSS (MiB) of `accelsim run ... --timing-only --json`."""
+def cli_argv(name: str) -> list[str]:
     hw_file, wl_file, overrides = CASES[name]
     argv = [sys.executable, "-m", "accelsim.cli", "run", str(HW / hw_file), str(WL / wl_file),
             "--timing-only", "--json"]
     for k, v in overrides.items():
         argv += ["--set", f"{k}={v}"]
-    walls, peaks = [], []
+    return argv
+
+
+def cli_once(name: str) -> dict:
+    """Run the command once as this process's only child: its wall time and peak RSS."""
+    t0 = time.perf_counter()
+    subprocess.run(cli_argv(name), check=True, capture_output=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def cli_wall(name: str, repeat: int) -> tuple[float, float]:
+    """Median wall time and peak RSS (MiB) of `accelsim run ... --timing-only --json`, each run
+    from a fresh wrapper process so that no other child's peak is counted."""
+    runs = []
     for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, cwd=REPO)
-        walls.append(time.perf_counter() - t0)
-        peaks.append(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)
-    return statistics.median(walls), max(peaks)
+        out = subprocess.run([sys.executable, __file__, "--cli-child", name], check=True,
+                             capture_output=True, text=True, cwd=REPO)
+        runs.append(json.loads(out.stdout))
+    return statistics.median(r["wall_s"] for r in runs), max(r["peak_rss_mib"] for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON lines")
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end command timing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--cli-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.cli_child:
+        print(json.dumps(cli_once(args.cli_child)))
+        return 0
     if args.child:
         print(json.dumps(measure(args.child, args.repeat)))
         return 0
@@ -141,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(r), flush=True)
     if not args.json:
         print(f"{'case':28} {'layers':>6} {'steps':>7} {'cycles':>13} {'load s':>7} "
-              f"{'plan s':>7} {'sim s':>7} {'wall s':>7} {'Mcyc/s':>8} {'peak MiB':>9} "
-              f"{'(import)':>8}")
+              f"{'plan s':>7} {'sim s':>7} {'rep s':>6} {'wall s':>7} {'Mcyc/s':>8} "
+              f"{'peak MiB':>9} {'(import)':>8}")
         for r in rows:
             print(f"{r['case']:28} {r['layers']:6d} {r['steps']:7d} {r['cycles']:13,d} "
                   f"{r['load_s']:7.3f} {r['plan_s']:7.3f} {r['simulate_s']:7.3f} "
-                  f"{r['wall_s']:7.3f} {r['cycles_per_s'] / 1e6:8.2f} "
+                  f"{r['gather_s']:6.3f} {r['wall_s']:7.3f} {r['cycles_per_s'] / 1e6:8.2f} "
                   f"{r['peak_rss_mib']:9.0f} {r['rss_after_import_mib']:8.0f}")
     if BUDGET_CASE in args.cases and not args.no_cli:
         wall, peak = cli_wall(BUDGET_CASE, args.repeat)
