@@ -189,8 +189,8 @@ class Buffer(_Strict):
     # interleaved: consecutive bank-width words go to consecutive banks, so one cycle's operands
     # spread over the banks; contiguous: each bank holds one address range, so they collide.
     bank_mapping: Literal["interleaved", "contiguous"] = "interleaved"
-    voltage_v: PositiveFloat = 0.9
-    nominal_voltage_v: PositiveFloat = 0.9  # energy tables hold at this voltage
+    voltage_v: PositiveFloat = 0.9  # Horowitz 2014's ~0.9 V: the tables as they are
+    nominal_voltage_v: PositiveFloat = 0.9  # energy tables hold at this voltage (Horowitz: ~0.9 V)
     vmin_v: PositiveFloat | None = None  # lowest error-free voltage; None: the nominal voltage
     layer_voltage_v: dict[str | int, PositiveFloat] = Field(default_factory=dict)
     error_model: ErrorModel = Field(default_factory=ErrorModel)
@@ -260,7 +260,7 @@ class DRAM(_Strict):
     bandwidth_bytes_per_cycle: PositiveFloat | None = 16
     latency_cycles: NonNegativeInt = 100
     burst_bytes: PositiveInt = 64
-    energy_pj_per_bit: NonNegativeFloat = 20.3  # Horowitz 2014: 1.3-2.6 nJ / 64 b, low end
+    energy_pj_per_bit: NonNegativeFloat = 20.3  # Horowitz 2014: 1.3-2.6 nJ / 64 b: 1300/64
 
 
 class Interconnect(_Strict):
@@ -269,7 +269,8 @@ class Interconnect(_Strict):
     width_bits: PositiveInt | None = 256
     latency_cycles: NonNegativeInt = 1
     hops: PositiveInt = 1
-    # ~0.1 pJ/bit per mm of on-chip wire at 45 nm (Horowitz 2014, Dally 2008); a hop ~ 1 mm.
+    # assumption: a full-swing 45 nm wire, ~0.2 pF/mm at 0.9 V, is C V^2 = 0.16 pJ per 0->1
+    # transition, so ~0.1 pJ per random bit per mm with its repeaters; a hop taken as ~1 mm.
     energy_pj_per_bit_per_hop: NonNegativeFloat = 0.1
 
     @property
@@ -288,11 +289,13 @@ def _fit_multipliers() -> dict[str, float]:
 class MacEnergy(_Strict):
     """MAC = multiplier by operand precision + adder by accumulator bits; binary = xnor-popcount."""
 
+    # qkeras fit of Horowitz 2014 (qkeras_mult_pj) at 2, 4, 8 and 16 bits; 8 bits: 0.2 pJ.
     multiplier_pj: dict[Literal["int2", "int4", "int8", "int16"], NonNegativeFloat] = Field(
         default_factory=_fit_multipliers
     )
     adder_pj_per_bit: NonNegativeFloat = 0.003125  # qkeras fit; Horowitz 32-bit add 0.1 pJ
-    # One 1-bit MAC of xnor-popcount, taken as the qkeras fits' mult(1) + add(1).
+    # One 1-bit MAC of xnor-popcount, taken as the qkeras fits' mult(1) + add(1) (the fits
+    # extrapolated to one bit: an xnor for the product, one bit of popcount for the sum).
     xnor_popcount_pj: NonNegativeFloat = qkeras_mult_pj(1) + qkeras_add_pj(1)
 
 
@@ -303,11 +306,13 @@ class SramEnergy(_Strict):
     """
 
     read_pj_64b_8kib: NonNegativeFloat = 10.2  # Horowitz 2014: 10 pJ (8 KB), 20 (32 KB), 100 (1 MB)
-    size_exponent: NonNegativeFloat = 0.47
-    write_over_read: NonNegativeFloat = 1.0
-    leakage_uw_per_kib: NonNegativeFloat = 1.0  # assumption: order of CACTI 45 nm low-leakage SRAM
-    # Leakage power ~ V x I_leak: 1 holds the leakage current constant (first order); DIBL makes
-    # the current fall with V too, so measured SRAMs save more (use 2-3 for such a fit).
+    size_exponent: NonNegativeFloat = 0.47  # the same fit to Horowitz 2014's three points
+    write_over_read: NonNegativeFloat = 1.0  # assumption: a write swings the bit lines as a read
+    # assumption: ~0.1 nA per 6T cell in a low-power 45 nm process x 8192 cells x 0.9 V is
+    # ~1 uW per KiB; high-performance cells leak 10-100x more.
+    leakage_uw_per_kib: NonNegativeFloat = 1.0
+    # assumption: leakage power ~ V x I_leak, 1 holds the leakage current constant (first
+    # order); DIBL makes the current fall with V too, so measured SRAMs save more (use 2-3).
     leakage_voltage_exponent: NonNegativeFloat = 1.0
 
     def access_pj(self, bank_size_bytes: float, width_bits: int) -> float:
@@ -322,7 +327,7 @@ class VectorOpEnergy(_Strict):
     """Energy of one vector-unit lane op by kind: pooling compares, adds, requantize multiplies."""
 
     add_pj: NonNegativeFloat = 0.1  # Horowitz 2014: 32-bit int add
-    compare_pj: NonNegativeFloat = 0.1  # a compare is a 32-bit subtract
+    compare_pj: NonNegativeFloat = 0.1  # assumption: a compare is a 32-bit subtract (add)
     multiply_pj: NonNegativeFloat = 3.1  # Horowitz 2014: 32-bit int multiply
 
 
@@ -330,9 +335,11 @@ class Energy(_Strict):
     """Energy per event. Numbers are for `tables_node_nm`; scaled to `technology_node_nm`."""
 
     model: Literal["table", "toggles"] = "table"
-    technology_node_nm: PositiveFloat = 45
-    tables_node_nm: PositiveFloat = 45
-    node_scaling_exponent: NonNegativeFloat = 1.0  # energy ~ (node ratio)^exponent, first order
+    technology_node_nm: PositiveFloat = 45  # Horowitz 2014's node: the tables as they are
+    tables_node_nm: PositiveFloat = 45  # Horowitz 2014 (and its qkeras fits) are for 45 nm
+    # assumption: energy ~ C V^2 with C ~ feature size and V nearly flat since 45 nm, so energy
+    # ~ (node ratio)^1; first order, optimistic at small nodes.
+    node_scaling_exponent: NonNegativeFloat = 1.0
     mac: MacEnergy = Field(default_factory=MacEnergy)
     # Eyeriss (Chen et al., ISCA 2016): an RF access costs about one 16-bit MAC -> 0.83 pJ / 16 b.
     register_file_pj_per_bit: NonNegativeFloat = 0.052

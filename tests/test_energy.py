@@ -592,3 +592,39 @@ def test_validate_names_a_bad_energy_override(capsys):
     assert main(["validate", str(path), "--set", "energy.mac.multiplier_pj.int3=0.1"]) == 2
     _, err = capsys.readouterr()
     assert err.count("\n") == 1 and "energy.mac.multiplier_pj.int3" in err, err
+# --- the sources in the hardware files ------------------------------------------------------
+
+# The papers the tables come from, the papers of the chips the files describe, or reasoning.
+SOURCES = ("Horowitz", "qkeras", "Eyeriss", "Jouppi", "assumption:")
+
+
+def energy_lines(path: Path) -> list[str]:
+    """Lines of a YAML file that set an energy number: the energy section's numbers and any
+    *_pj*, *_uw*, *energy* or nominal_voltage_v key elsewhere."""
+    lines, inside = [], False
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" "):
+            inside = line.startswith("energy:")
+        key, sep, rest = line.partition(":")
+        value = rest.split("#")[0].strip()
+        if not sep or not value:
+            continue
+        energyish = inside or any(s in key for s in ("_pj", "_uw", "energy", "nominal_volt"))
+        try:
+            float(value)
+        except ValueError:
+            continue
+        if energyish:
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("path", sorted(HWCONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_energy_number_has_its_source_beside_it(path):
+    lines = energy_lines(path)
+    assert len(lines) >= 20 + 3  # the energy section, DRAM, interconnect, three buffers
+    for line in lines:
+        comment = line.partition("#")[2]
+        assert any(s in comment for s in SOURCES), f"{path.name}: no source: {line.strip()}"
