@@ -40,6 +40,7 @@ from accelsim.simulate import simulate  # accelsim.simulate is shadowed: see tes
 HWCONFIGS = ROOT / "hwconfigs"
 SCALESIM_CFG = HWCONFIGS / "scalesim_default_32x32.cfg"
 REFERENCE = ROOT / "tests" / "data" / "scalesim" / "reference_layers.csv"
+REFERENCE_RESNET18 = REFERENCE.with_name("resnet18_32x32_ws.csv")
 CONV_HEADER = "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, " \
               "Num Filter, Strides,\n"
 GEMM_HEADER = "Layer Name, M, N, K,\n"
@@ -194,10 +195,16 @@ def test_resnet18_32x32_ws_total_as_scalesim():
 
 
 def test_resnet18_32x32_ws_cycles():
-    """The issue's figure: SCALE-Sim v3's 2,519,815, plus one per layer."""
+    """The issue's figure: SCALE-Sim v3's 2,519,815, plus one per layer; and, when the real
+    SCALE-Sim's per-layer report is there, every layer's Total Cycles + 1."""
     hw = accelsim.load_hardware(SCALESIM_CFG, {"pe_array.dataflow": "ws"})
     result = simulate(hw, WORKLOADS / "resnet18.csv")
     assert result.totals.cycles == 2_519_815 + len(result.layers)
+    assert result.totals.stall_cycles == 0
+    if REFERENCE_RESNET18.is_file():
+        with open(REFERENCE_RESNET18) as f:
+            reference = {r["layer"]: int(float(r["total_cycles"])) + 1 for r in csv.DictReader(f)}
+        assert {r.name: r.cycles for r in result.layers} == reference
 
 
 def reference_rows() -> list[dict]:
@@ -297,16 +304,25 @@ def machines(draw) -> dict:
         "interconnect.latency_cycles": draw(st.integers(0, 4)),
         "interconnect.hops": draw(st.integers(1, 3)),
     }
-    for b in BUFFERS:
+    for b in ("unified",) if draw(st.integers(0, 4)) == 0 else BUFFERS:
         o[f"buffers.{b}.size_kib"] = draw(st.sampled_from([0.5, 1, 2, 8, 64]))
         o[f"buffers.{b}.banks"] = draw(st.sampled_from([1, 2, 4]))
         o[f"buffers.{b}.bank_width_bits"] = draw(st.sampled_from([32, 64, 128]))
         o[f"buffers.{b}.double_buffered"] = draw(st.booleans())
+    if "buffers.unified.size_kib" in o:  # a third of it per role: 0.5 KiB is too small
+        o["buffers.unified.size_kib"] = max(2, o["buffers.unified.size_kib"])
     return o
 
 
+def hardware(overrides: dict):
+    """The default machine with `overrides`; keys under buffers.unified replace its three
+    buffers by one shared buffer."""
+    unified = any(k.startswith("buffers.unified.") for k in overrides)
+    return accelsim.load_hardware({"buffers": {"unified": {}}} if unified else {}, overrides)
+
+
 def run(files: Files, rows, overrides: dict, **more):
-    return simulate(accelsim.load_hardware({}, {**overrides, **more}), files.graph(rows))
+    return simulate(hardware({**overrides, **more}), files.graph(rows))
 
 
 def check_invariants(result, overrides: dict) -> None:
@@ -396,28 +412,32 @@ def test_stalls_obey_physics_on_networks(name, hw, unlimited):
     for field in unlimited:
         hw[field] = 0 if field.endswith("latency_cycles") else None
     graph = network(name)
-    base = simulate(accelsim.load_hardware({}, hw), graph)
+    base = simulate(hardware(hw), graph)
     check_invariants(base, hw)
     check_causes(base, hw)
     if hw["dram.bandwidth_bytes_per_cycle"] is not None:
         more = {**hw, "dram.bandwidth_bytes_per_cycle": 2 * hw["dram.bandwidth_bytes_per_cycle"]}
-        doubled = simulate(accelsim.load_hardware({}, more), graph)
+        doubled = simulate(hardware(more), graph)
         check_invariants(doubled, more)
         assert doubled.totals.cycles <= base.totals.cycles
-    double = simulate(accelsim.load_hardware({}, all_double_buffered(hw)), graph)
-    single = simulate(accelsim.load_hardware({}, single_buffered(hw)), graph)
+    double = simulate(hardware(all_double_buffered(hw)), graph)
+    single = simulate(hardware(single_buffered(hw)), graph)
     check_invariants(single, hw)
     check_causes(single, hw)
     check_single_buffering_costs(double, single)
     check_single_buffering_costs(double, base)  # base: some buffers single, some double
 
 
+def buffer_names(hw: dict) -> tuple[str, ...]:
+    return ("unified",) if any(k.startswith("buffers.unified.") for k in hw) else BUFFERS
+
+
 def single_buffered(hw: dict) -> dict:
-    return {**hw, **{f"buffers.{b}.double_buffered": False for b in BUFFERS}}
+    return {**hw, **{f"buffers.{b}.double_buffered": False for b in buffer_names(hw)}}
 
 
 def all_double_buffered(hw: dict) -> dict:
-    return {**hw, **{f"buffers.{b}.double_buffered": True for b in BUFFERS}}
+    return {**hw, **{f"buffers.{b}.double_buffered": True for b in buffer_names(hw)}}
 
 
 def check_single_buffering_costs(double, single) -> None:
