@@ -13,6 +13,7 @@ import configparser
 import difflib
 import itertools
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -597,7 +598,18 @@ def _error_line(source: str, exc: ValidationError) -> str:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice, which plain YAML silently lets win."""
+    """SafeLoader that rejects a key given twice, which plain YAML silently lets win, and reads
+    1e-3 as a number (YAML 1.2; PyYAML's YAML 1.1 wants 1.0e-3 and calls 1e-3 a string)."""
+
+
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _mapping_no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
@@ -651,7 +663,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not path.strip():
         raise HardwareError(f"override {text!r}: expected PATH=VALUE")
     try:
-        return path.strip(), yaml.safe_load(value)
+        return path.strip(), yaml.load(value, Loader=_UniqueKeyLoader)
     except yaml.YAMLError:
         raise HardwareError(f"override {text!r}: value is not valid YAML") from None
 

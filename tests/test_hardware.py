@@ -208,6 +208,16 @@ def test_minimal_yaml_works(tmp_path):
     assert hw.source_format == "accelsim"
 
 
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("2.5E+1", 25.0), ("-3e2", -300.0),
+                                         ("0.8", 0.8), ("7", 7), ("1_000", 1000)])
+def test_exponent_numbers_are_numbers(tmp_path, text, value):
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; users write it, so both --set and files read
+    it as the number it is."""
+    assert parse_override(f"dram.energy_pj_per_bit={text}") == ("dram.energy_pj_per_bit", value)
+    hw = load_hardware(write(tmp_path, "hw.yaml", f"clock_mhz: {text.lstrip('-')}\n"))
+    assert hw.clock_mhz == abs(value)
+
+
 def test_energy_fits_match_horowitz():
     assert qkeras_mult_pj(8) == pytest.approx(0.2, abs=1e-5)
     assert qkeras_add_pj(32) == pytest.approx(0.1)
