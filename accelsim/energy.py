@@ -12,6 +12,10 @@ in force for the layer:
 Components (keys of a breakdown): mac, register_file, sram.<buffer> (dynamic, per buffer),
 sram_leakage, dram, interconnect, vector. Idle PEs of a partial fold are taken as clock-gated
 (no energy); DRAM energy is per bit at the interface and is not scaled with the logic node.
+
+energy.model: toggles replaces the mac component by a charge per bit toggle of the PE registers
+(accelsim/kernels/toggles.py counts them on the executed data in the mapping's order); every other
+component stays the table's. See toggle_mac_energy_pj for the calibration.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from accelsim.hardware import Hardware
+from accelsim.hardware import PRECISION_BITS, Hardware
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping as MappingABC
+
+    import numpy as np
+
+    from accelsim.kernels.toggles import ToggleCounts
     from accelsim.mapping import LayerMapping, Mapping
     from accelsim.sim import Timing
 
@@ -157,5 +166,74 @@ def account(mapping: Mapping, timing: Timing) -> EnergyReport:
     hw = mapping.hardware
     return EnergyReport([
         layer_energy(hw, lm, lt.cycles, lt.dram_read_bytes + lt.dram_write_bytes)
+        for lm, lt in zip(mapping.layers, timing.layers, strict=True)
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# The data-dependent model (energy.model: toggles)
+
+
+def toggle_energy_per_bit_pj(hw: Hardware, precision: str) -> tuple[float, float]:
+    """(pJ per multiplier-input bit toggle, pJ per accumulator bit toggle) at the tables' node.
+
+    Calibrated so that operands whose bits are independent and uniform cost, on average, what the
+    table charges per MAC (PANN's view: dynamic power follows switching activity):
+    - a b-bit multiplier has two b-bit input registers; with uniform random operands each bit
+      toggles with probability 1/2 per MAC, so b toggles per MAC on average:
+      E per input-bit toggle = multiplier_pj[precision] / b;
+    - the adder writes an accumulator_bits register; if each bit toggles with probability 1/2,
+      accumulator_bits / 2 toggles per MAC cost the table's adder_pj_per_bit x accumulator_bits:
+      E per accumulator-bit toggle = 2 x adder_pj_per_bit;
+    - an xnor-popcount PE has two 1-bit inputs, 2 x 1/2 = 1 toggle per MAC on random bits:
+      E per input toggle = xnor_popcount_pj. Its popcount adder is inside that table entry (the
+      table charges no separate adder for binary layers), so binary accumulator toggles are
+      counted and reported but not charged.
+    Real streams differ from uniform ones, which is the point: a stationary operand (the weight
+    of ws, the input of is) toggles once per fold, constant or slowly varying activations toggle
+    little, and a signed partial sum that crosses zero flips all its sign-extension bits at once.
+    """
+    mac = hw.energy.mac
+    if precision == "binary":
+        return mac.xnor_popcount_pj, 0.0
+    return mac.multiplier_pj[precision] / PRECISION_BITS[precision], 2 * mac.adder_pj_per_bit
+
+
+def toggle_mac_energy_pj(hw: Hardware, layer: LayerMapping, toggles: ToggleCounts | None) -> float:
+    """The layer's MAC energy from its register toggles (toggle_energy_per_bit_pj), node-scaled."""
+    if layer.kind != "compute" or toggles is None:
+        return 0.0
+    per_input, per_acc = toggle_energy_per_bit_pj(hw, layer.precision)
+    energy = toggles.multiplier_input * per_input + toggles.accumulator * per_acc
+    return energy * hw.energy.node_scale
+
+
+def toggle_layer_energy(hw: Hardware, layer: LayerMapping, cycles: int, dram_bytes: int,
+                        toggles: ToggleCounts | None) -> LayerEnergy:
+    """layer_energy with the mac component charged per toggle; the rest as the table model."""
+    out = layer_energy(hw, layer, cycles, dram_bytes)
+    out.breakdown_pj["mac"] = toggle_mac_energy_pj(hw, layer, toggles)
+    return out
+
+
+def count_toggles(mapping: Mapping, env: MappingABC[str, np.ndarray],
+                  accumulation: str = "signed") -> dict[int, ToggleCounts]:
+    """Toggle counts of every compute layer (by layer index) on the tensors of an execution
+    (`env`: execute(..., keep_intermediates=True)). accumulation="split" counts PANN's two
+    unsigned accumulators instead of the machine's signed one (accelsim/kernels/toggles.py)."""
+    from accelsim.kernels.toggles import layer_toggles
+
+    hw, graph = mapping.hardware, mapping.graph
+    return {lm.index: layer_toggles(hw, lm, graph, env, accumulation)
+            for lm in mapping.layers if lm.kind == "compute"}
+
+
+def account_toggles(mapping: Mapping, timing: Timing,
+                    toggles: MappingABC[int, ToggleCounts]) -> EnergyReport:
+    """Energy of every layer of a timed mapping with the MACs charged per toggle."""
+    hw = mapping.hardware
+    return EnergyReport([
+        toggle_layer_energy(hw, lm, lt.cycles, lt.dram_read_bytes + lt.dram_write_bytes,
+                            toggles.get(lm.index))
         for lm, lt in zip(mapping.layers, timing.layers, strict=True)
     ])

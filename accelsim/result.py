@@ -37,6 +37,8 @@ class LayerRecord:
     latency_s: float
     energy_pj: float
     energy_breakdown_pj: dict[str, float]  # component -> pJ (see accelsim/energy.py)
+    # energy.model toggles, compute layers: bit toggles {multiplier_input, accumulator}
+    toggles: dict[str, int] | None = None
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Totals:
     energy_breakdown_pj: dict[str, float]
     energy_per_inference_pj: float  # energy_pj / batch size
     average_power_mw: float  # energy_pj / latency_s
+    toggles: dict[str, int] | None = None  # energy.model toggles: the layers' toggles summed
 
 
 @dataclass

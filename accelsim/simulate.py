@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 import accelsim
-from accelsim.energy import EnergyReport, account
-from accelsim.errors import UnsupportedError
+from accelsim.energy import EnergyReport, account, account_toggles, count_toggles
+from accelsim.errors import InputError
 from accelsim.hardware import Hardware, load_hardware
 from accelsim.mapping import Mapping, plan, utilisation
 from accelsim.result import LayerRecord, Result, Totals
@@ -36,8 +36,10 @@ def batch_size(graph: Graph) -> int:
     return int(shape[0]) if len(shape) > 1 else 1
 
 
-def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0) -> Result:
-    """The Result of a mapping, its timing and its energy (the report phase, for notebooks)."""
+def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0,
+           toggles: MappingABC[int, Any] | None = None) -> Result:
+    """The Result of a mapping, its timing and its energy (the report phase, for notebooks);
+    toggles: the ToggleCounts by layer index when energy.model is toggles."""
     hw, graph = mapping.hardware, mapping.graph
     seconds_per_cycle = 1e-6 / hw.clock_mhz
     layers = []
@@ -52,6 +54,8 @@ def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0
             dram_read_bytes=lt.dram_read_bytes, dram_write_bytes=lt.dram_write_bytes,
             latency_s=lt.cycles * seconds_per_cycle,
             energy_pj=le.total_pj, energy_breakdown_pj=dict(le.breakdown_pj),
+            toggles=(toggles[lm.index].as_dict()
+                     if toggles is not None and lm.index in toggles else None),
         ))
     stalls = dict.fromkeys(STALL_CAUSES, 0)
     reads: dict[str, int] = {}
@@ -79,6 +83,10 @@ def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0
         energy_per_inference_pj=energy.total_pj / batch_size(graph),
         average_power_mw=(energy.total_pj * 1e-9 / (timing.cycles * seconds_per_cycle)
                           if timing.cycles else 0.0),
+        toggles=None if toggles is None else {
+            key: sum(r.toggles[key] for r in layers if r.toggles is not None)
+            for key in ("multiplier_input", "accumulator")
+        },
     )
     return Result(
         hardware={
@@ -98,18 +106,32 @@ def simulate(
     inputs: MappingABC[str, np.ndarray] | None = None,
     seed: int = 0,
 ) -> Result:
-    """Simulate `graph` on `hw`: cycles and stalls per layer; with inputs, the outputs too."""
+    """Simulate `graph` on `hw`: cycles and stalls per layer; with inputs, the outputs too.
+
+    energy.model toggles needs the inputs: it executes the graph and charges the MACs by the bit
+    toggles of the executed operands and partial sums (accelsim/energy.py, kernels/toggles.py).
+    """
     if not isinstance(hw, Hardware):
         hw = load_hardware(hw)
     if not isinstance(graph, Graph):
         graph = load_workload(graph, seed=seed)
-    if hw.energy.model == "toggles":
-        raise UnsupportedError("energy.model: toggles is not built yet; use table")
+    toggle_model = hw.energy.model == "toggles"
+    if toggle_model and inputs is None:
+        raise InputError("energy.model toggles needs inputs (--input or seeded data)")
     mapping = plan(hw, graph)
     timing = simulate_timing(mapping)
-    result = gather(mapping, timing, account(mapping, timing), seed)
+    env = None
     if inputs is not None:
         from accelsim.execute import execute, machine_accumulator
 
-        result.outputs = execute(graph, inputs, accumulator=machine_accumulator(hw))
+        env = execute(graph, inputs, accumulator=machine_accumulator(hw),
+                      keep_intermediates=toggle_model)
+    if toggle_model:
+        toggles = count_toggles(mapping, env)
+        result = gather(mapping, timing, account_toggles(mapping, timing, toggles), seed,
+                        toggles)
+    else:
+        result = gather(mapping, timing, account(mapping, timing), seed)
+    if env is not None:
+        result.outputs = {name: env[name] for name in graph.outputs}
     return result
