@@ -78,7 +78,7 @@ HW: dict = {
         "vector_op": {"add_pj": 0.11, "compare_pj": 0.07, "multiply_pj": 2.9},
     },
 }
-PRECISION_BITS = {"binary": 1, "int2": 2, "int4": 4, "int8": 8, "int16": 16}
+TWO_LAYERS = [("first", 9, 9, 3, 3, 4, 6, 1), ("second", 7, 7, 2, 2, 6, 5, 1)]
 
 
 def qkeras_mult(b: int) -> float:
@@ -287,6 +287,7 @@ def test_one_gemm_by_hand(tmp_path):
     """A 4x4x4 GEMM on the 4x4 array, its compute terms written out as numbers."""
     result = run_topology(tmp_path, HW, [("g", 4, 4, 4)])
     b = result.layers[0].energy_breakdown_pj
+    assert set(b) == COMPONENTS
     # 64 MACs x (0.21 pJ int8 multiplier + 24 bits x 0.004 pJ adder) = 64 x 0.306
     assert b["mac"] == pytest.approx(19.584, rel=1e-12)
     # 64 MACs x (8 + 8 + 2 x 24) bits x 0.05 pJ/bit = 64 x 3.2
@@ -402,10 +403,17 @@ def test_batch_divides_energy_per_inference(tmp_path):
         3 * one.totals.energy_breakdown_pj["mac"], rel=1e-12)
 
 
+
+def test_leakage_runs_for_the_whole_simulated_time(tmp_path):
+    """At one voltage per buffer, leakage over all layers is the buffers' leakage power times
+    the run's cycles at the clock: no cycle of the run goes unpowered or counts twice."""
+    result = run_topology(tmp_path, HW, TWO_LAYERS + [("third", 5, 5, 3, 3, 2, 7, 2)])
+    leak_uw = 3 * 16 + 3 * 32 * (0.85 / 0.95) ** 2 + 5
+    assert result.totals.energy_breakdown_pj["sram_leakage"] == pytest.approx(
+        leak_uw * result.totals.cycles / 400, rel=1e-12)
+    assert result.totals.average_power_mw * 1e3 > leak_uw  # uW: dynamic energy on top
+
 # --- voltage --------------------------------------------------------------------------------
-
-TWO_LAYERS = [("first", 9, 9, 3, 3, 4, 6, 1), ("second", 7, 7, 2, 2, 6, 5, 1)]
-
 
 @FAST
 @given(buffer=st.sampled_from(["ifmap", "weights", "ofmap"]),
