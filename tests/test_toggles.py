@@ -351,6 +351,40 @@ def test_im2col_order_is_the_mappings():
     assert a_zp == 7 and b_zp.tolist() == [[1, 2, 3]]
 
 
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_operands_of_grouped_strided_convolutions(data):
+    """im2col of any conv geometry: the centred products sum to conv2d_acc's accumulators."""
+    from accelsim.kernels import conv2d_acc
+    from accelsim.kernels.geometry import conv_output_hw
+    from accelsim.workload.ir import Node
+
+    group = data.draw(st.integers(1, 3))
+    cg, og = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    strides = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    dilations = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    pads = tuple(data.draw(st.integers(0, 1)) for _ in range(4))
+    h = data.draw(st.integers((kh - 1) * dilations[0] + 1, 6))
+    wd = data.draw(st.integers((kw - 1) * dilations[1] + 1, 6))
+    nb = data.draw(st.integers(1, 2))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    x = rng.integers(0, 256, (nb, group * cg, h, wd)).astype(np.uint8)
+    w = rng.integers(-128, 128, (group * og, cg, kh, kw)).astype(np.int8)
+    x_zp, w_zp = int(rng.integers(0, 256)), rng.integers(-3, 4, group * og)
+    node = Node("c", "Conv", ["x", "w"], ["y"], {
+        "strides": strides, "pads": pads, "dilations": dilations, "group": group,
+        "x_zero_point": x_zp, "w_zero_point": w_zp})
+    a, b, a_zp, b_zp = gemm_operands(node, x, w, binary=False)
+    oh, ow = conv_output_hw((h, wd), (kh, kw), strides, pads, dilations)
+    assert a.shape == (group, nb * oh * ow, cg * kh * kw) and b.shape == (group, cg * kh * kw, og)
+    acc = np.einsum("gpk,gkn->gpn", a.astype(np.int64) - a_zp,
+                    b.astype(np.int64) - b_zp[:, None, :])
+    want = conv2d_acc(x, w, x_zp, w_zp, None, strides, pads, dilations, group)
+    want = want.reshape(nb, group, og, oh * ow).transpose(1, 0, 3, 2).reshape(group, -1, og)
+    np.testing.assert_array_equal(acc, want)
+
+
 @pytest.mark.parametrize("workload", [DIGITS_QOP, DIGITS_QDQ, DIGITS_BINARY])
 def test_operands_reproduce_the_numerics(workload, digits_test_set):
     """The centred products the toggles sum are the executed accumulator (bias aside)."""
@@ -431,6 +465,30 @@ def test_simulate_toggles_needs_inputs():
     hw = load_hardware(EDGE, {"energy.model": "toggles"})
     with pytest.raises(InputError, match="energy.model toggles needs inputs"):
         simulate(hw, DIGITS_QOP)
+    # The mapping is of the graph's batch (1); the toggles must follow the same folds.
+    with pytest.raises(InputError, match="batch size"):
+        simulate(hw, DIGITS_QOP, {"input": np.zeros((2, 1, 8, 8), np.float32)})
+
+
+def test_bipolar_operands_on_an_integer_array():
+    """Without an xnor-popcount mode a binary layer runs as int4 products of +-1: its registers
+    hold 0b0001 and 0b1111, not one bit."""
+    hw = load_hardware(EDGE, {"pe_array.dataflow": "os"})
+    graph = load_workload(DIGITS_BINARY)
+    mapping = plan(hw, graph)
+    env = execute(graph, {"x": np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 1, 8, 8)},
+                  machine_accumulator(hw), keep_intermediates=True)
+    counts = count_toggles(mapping, env)
+    lm = next(lm for lm in mapping.layers if lm.name == "fc1")
+    assert lm.binary and lm.precision == "int4"
+    x = env[next(n for n in graph.nodes if n.name == "fc1").inputs[0]]
+    w = graph.tensors[next(n for n in graph.nodes if n.name == "fc1").inputs[1]].data
+    a, b = np.where(x > 0, 1, -1)[None], np.where(w > 0, 1, -1)[None]
+    as_int4 = stream_toggles("os", a, b, lm.folds, 16, 16, 4, 4)
+    as_bits = stream_toggles("os", a, b, lm.folds, 16, 16, 1, 1, a_bit_mode=True,
+                             b_bit_mode=True)
+    assert counts[lm.index] == as_int4
+    assert as_int4.multiplier_input > 2 * as_bits.multiplier_input
 
 
 @pytest.mark.parametrize("workload,hw_path", [(DIGITS_QOP, EDGE), (DIGITS_BINARY, BINARY_HW)])
