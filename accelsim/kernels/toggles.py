@@ -153,8 +153,9 @@ def _toggles_ws(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, col
     """Per physical column c (n = n0 + c): weights loaded per fold, then the stream over p."""
     groups, n_p, _ = a.shape
     n_n = b.shape[1]
-    acc = np.zeros((groups, n_p, n_n), np.int64)  # sums of the earlier row folds
-    accn = np.zeros((groups, n_p, n_n) if split else (1, 1, 1), np.int64)
+    # sums of the earlier row folds, [g, n, p]: a column walks its n along p
+    acc = np.zeros((groups, n_n, n_p), np.int64)
+    accn = np.zeros((groups, n_n, n_p) if split else (1, 1, 1), np.int64)
     out = np.zeros((cols, 3), np.int64)
     for c in prange(cols):
         areg = np.zeros(rows, np.int64)
@@ -176,8 +177,8 @@ def _toggles_ws(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, col
                 tb += _ctpop(w ^ breg[r])
                 breg[r] = w
             for p in range(p0, p1):
-                s = acc[g, p, n]
-                sn = accn[g, p, n] if split else np.int64(0)
+                s = acc[g, n, p]
+                sn = accn[g, n, p] if split else np.int64(0)
                 for r in range(used):
                     k = k0 + r
                     x = a[g, p, k]
@@ -196,9 +197,9 @@ def _toggles_ws(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, col
                         s = _accumulate(s, prod, saturate, lo, hi)
                     tc += _ctpop((s ^ preg[r]) & acc_mask)
                     preg[r] = s
-                acc[g, p, n] = s
+                acc[g, n, p] = s
                 if split:
-                    accn[g, p, n] = sn
+                    accn[g, n, p] = sn
         out[c, 0] = ta
         out[c, 1] = tb
         out[c, 2] = tc
