@@ -237,7 +237,6 @@ def reference_cases() -> list:
     return cases
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="no SCALE-Sim reference data yet")
 def test_real_scalesim_follows_the_model_above():
     """The model this file checks accelsim against is SCALE-Sim's: every reference row's Total
     Cycles + 1 is the closed form of the P, K, N SCALE-Sim derived, with no stalls."""
@@ -255,7 +254,6 @@ def test_real_scalesim_follows_the_model_above():
             assert pkn == (P, K, N), r
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="no SCALE-Sim reference data yet")
 @pytest.mark.parametrize(("row", "R", "C", "df", "cycles"), reference_cases())
 def test_real_scalesim_reference(files, row, R, C, df, cycles):
     """Every layer that real SCALE-Sim ran (tests/data/scalesim): accelsim's cycles equal its
