@@ -245,6 +245,22 @@ def _misreads(u: np.ndarray, rates: tuple[float, float]) -> tuple[np.ndarray, np
     return _below(u, _threshold(rates[0])), _below(u, _threshold(rates[1]))
 
 
+def _cell_ranges(buffer: Buffer, w0: int, w1: int, width: int) -> list[tuple[int, int]]:
+    """Cells [start, stop) of a plane (width cells per word) that hold words [w0, w1).
+
+    Words in address order fall into one run of rows per bank, so at most `banks` ranges.
+    """
+    if buffer.bank_mapping == "contiguous":
+        return [(w0 * width, w1 * width)]
+    ranges = []
+    for bank in range(buffer.banks):
+        first, stop = -((bank - w0) // buffer.banks), -((bank - w1) // buffer.banks)
+        if first < stop:
+            base = bank * buffer.rows_per_bank
+            ranges.append(((base + first) * width, (base + stop) * width))
+    return ranges
+
+
 class _Plane:
     """One array of cells of a buffer (data or check): uniforms drawn per block, on demand."""
 
@@ -254,33 +270,28 @@ class _Plane:
         self.size = cells_per_word * words
         self._kept: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # block -> (t, cells, u)
 
-    def blocks_of(self, physical_words: np.ndarray) -> np.ndarray:
-        """Blocks that hold any cell of these words (bank * rows_per_bank + row)."""
-        first = physical_words * self.cells_per_word
-        held = np.zeros(-(-self.size // BLOCK_CELLS), dtype=bool)
-        held[first // BLOCK_CELLS] = True
-        held[(first + self.cells_per_word - 1) // BLOCK_CELLS] = True
-        return np.flatnonzero(held)
+    def cells(self, ranges: list[tuple[int, int]], threshold: int) -> tuple[np.ndarray, ...]:
+        """(cell index, u) of the cells in these ranges with u < threshold."""
+        parts = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32))]
+        for start, stop in ranges:
+            for block in range(start // BLOCK_CELLS, -(-stop // BLOCK_CELLS)):
+                cells, u = self._drawn(block, threshold)
+                lo, hi = np.searchsorted(cells, (start, stop))
+                keep = _below(u[lo:hi], threshold)
+                parts.append((cells[lo:hi][keep], u[lo:hi][keep]))
+        return np.concatenate([c for c, _ in parts]), np.concatenate([u for _, u in parts])
 
-    def cells(self, blocks: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
-        """(cell index, u) of the cells of these blocks with u < threshold."""
-        parts = [self._block(int(b), threshold) for b in blocks]
-        if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    def _block(self, block: int, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    def _drawn(self, block: int, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cell index, u), sorted, of a block's cells with u below at least `threshold`."""
         kept = self._kept.get(block)
         if kept is None or kept[0] < threshold:
             counter = np.array([0, block, 0, 0], dtype=np.uint64)
             n = min(BLOCK_CELLS, self.size - block * BLOCK_CELLS)
             u = _uniforms(np.random.Philox(key=self.key, counter=counter), n)
             local = np.flatnonzero(_below(u, threshold))
-            self._kept[block] = (threshold, block * BLOCK_CELLS + local, u[local])
-            return self._kept[block][1:]
-        _, cells, u = kept
-        keep = _below(u, threshold)
-        return cells[keep], u[keep]
+            kept = (threshold, block * BLOCK_CELLS + local, u[local])
+            self._kept[block] = kept
+        return kept[1], kept[2]
 
 
 class BufferFaults:
@@ -320,8 +331,8 @@ class BufferFaults:
 
     def fault_map(self, voltage_v: float) -> FaultMap:
         """The persistent faulty cells of the whole buffer at a voltage."""
-        every = np.arange(self.buffer.banks * self.buffer.rows_per_bank)
-        return self._persistent(every, self.rates(voltage_v))
+        words = self.buffer.banks * self.buffer.rows_per_bank
+        return self._persistent(0, words, self.rates(voltage_v))
 
     def read(self, data: np.ndarray, address: int, voltage_v: float, read_index: int = 0) -> Read:
         """A read of `data`, stored from byte `address` on, at a supply voltage.
@@ -331,23 +342,20 @@ class BufferFaults:
         """
         n = np.asarray(data).nbytes
         word_bytes = _word_bytes(self.buffer)
-        words = np.arange(address // word_bytes, -(-(address + n) // word_bytes))
+        w0, w1 = address // word_bytes, -(-(address + n) // word_bytes)
         rates = self.rates(voltage_v)
         if self.buffer.error_model.mode == "transient":
-            faults = self._transient(words, rates, read_index)
+            faults = self._transient(np.arange(w0, w1), rates, read_index)
         else:
-            bank, row = _bank_rows(self.buffer, words)
-            faults = self._persistent(bank * self.buffer.rows_per_bank + row, rates)
+            faults = self._persistent(w0, w1, rates)
         return corrupt(self.buffer, faults, data, address)
 
-    def _persistent(self, physical_words: np.ndarray, rates: tuple[float, float]) -> FaultMap:
-        """Persistent faults of the blocks holding these words (bank * rows_per_bank + row)."""
+    def _persistent(self, w0: int, w1: int, rates: tuple[float, float]) -> FaultMap:
+        """Persistent faults of the cells of words [w0, w1) (in address order)."""
         planes = []
         for plane in (self._data, self._check):
-            if plane.size == 0 or physical_words.size == 0:
-                planes.append(CellFaults.none())
-                continue
-            cells, u = plane.cells(plane.blocks_of(physical_words), _threshold(max(rates)))
+            ranges = _cell_ranges(self.buffer, w0, w1, plane.cells_per_word)
+            cells, u = plane.cells(ranges, _threshold(max(rates)))
             err0, err1 = _misreads(u, rates)
             word, bit = np.divmod(cells, plane.cells_per_word)
             bank, row = np.divmod(word, self.buffer.rows_per_bank)

@@ -229,13 +229,13 @@ def test_a_faulty_cell_hits_the_byte_locate_names(mapping, banks, width, address
 @settings(max_examples=25, deadline=None)
 @given(
     mapping=st.sampled_from(["interleaved", "contiguous"]),
-    address=st.integers(0, 60_000),
+    address=st.integers(0, 380_000),
     n=st.integers(0, 5_000),
     v=st.sampled_from([0.95, 0.85, 0.78]),
     ecc=st.sampled_from(["none", "secded"]),
 )
 def test_a_read_is_the_whole_map_applied_to_its_range(mapping, address, n, v, ecc):
-    buffer = weights(size_kib=64, banks=4, bank_mapping=mapping, ecc=ecc)
+    buffer = weights(size_kib=384, banks=4, bank_mapping=mapping, ecc=ecc)  # banks straddle blocks
     stored = random_bytes(n)
     read = BufferFaults(buffer, "weights", 2).read(stored, address, v)
     whole = corrupt(buffer, BufferFaults(buffer, "weights", 2).fault_map(v), stored, address)
