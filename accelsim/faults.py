@@ -208,10 +208,8 @@ def _bank_rows(buffer: Buffer, words: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _bit_mask(n: int, pos: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """n bytes with bit `shift` set in byte `pos` for each pair."""
-    mask = np.zeros(n, dtype=np.uint8)
-    np.bitwise_or.at(mask, pos, np.left_shift(1, shift).astype(np.uint8))
-    return mask
+    """n bytes with bit `shift` set in byte `pos` for each (distinct) pair; sums are exact."""
+    return np.bincount(pos, weights=np.left_shift(1, shift), minlength=n).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +310,7 @@ class BufferFaults:
         words = buffer.banks * buffer.rows_per_bank
         self._data = _Plane(self._key(_DATA), buffer.bank_width_bits, words)
         self._check = _Plane(self._key(_CHECK), buffer.ecc_check_bits, words)
+        self._rates: dict[float, tuple[float, float]] = {}
 
     def _key(self, *stream: int) -> np.ndarray:
         """Philox key of a generator stream of this buffer in this run."""
@@ -326,8 +325,10 @@ class BufferFaults:
         )
 
     def rates(self, voltage_v: float) -> tuple[float, float]:
-        """(p0, p1) of cell_rates at a supply voltage."""
-        return cell_rates(self.buffer.error_model, self.ber(voltage_v))
+        """(p0, p1) of cell_rates at a supply voltage (remembered: a run has few voltages)."""
+        if voltage_v not in self._rates:
+            self._rates[voltage_v] = cell_rates(self.buffer.error_model, self.ber(voltage_v))
+        return self._rates[voltage_v]
 
     def fault_map(self, voltage_v: float) -> FaultMap:
         """The persistent faulty cells of the whole buffer at a voltage."""
