@@ -92,9 +92,9 @@ class EnergyReport:
 
 
 def voltage_scale(hw: Hardware, buffer: str, layer: LayerMapping) -> float:
-    """V / Vnom of a buffer during a layer (per-layer voltages by name, then by index)."""
+    """V / Vnom of a buffer during a layer (per-layer voltages by name, then by compute index)."""
     buf = hw.buffers[buffer]
-    return buf.voltage_for(layer.name, layer.index) / buf.nominal_voltage_v
+    return buf.voltage_for(layer.name, layer.compute_index) / buf.nominal_voltage_v
 
 
 def mac_energy_pj(hw: Hardware, layer: LayerMapping) -> float:

@@ -193,6 +193,8 @@ class Buffer(_Strict):
     voltage_v: PositiveFloat = 0.9  # Horowitz 2014's ~0.9 V: the tables as they are
     nominal_voltage_v: PositiveFloat = 0.9  # energy tables hold at this voltage (Horowitz: ~0.9 V)
     vmin_v: PositiveFloat | None = None  # lowest error-free voltage; None: the nominal voltage
+    # Per-layer supply: keyed by layer name, or by the 0-based index among the compute (Conv,
+    # MatMul) layers in network order, so 0 is the first convolution whatever precedes it.
     layer_voltage_v: dict[str | int, PositiveFloat] = Field(default_factory=dict)
     error_model: ErrorModel = Field(default_factory=ErrorModel)
     # SECDED over each bank word; its check bits are extra cells beside size_kib of data.

@@ -196,6 +196,7 @@ class LayerMapping:
     folds: list[Fold] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     vector_work: dict[str, int] = field(default_factory=dict)  # op -> vector-unit lane ops
+    compute_index: int | None = None  # position among the compute layers (layer_voltage_v keys)
     reads_earlier_layers: bool = False  # its inputs are earlier layers' outputs, not graph inputs
     sram_reads: dict[str, int] = field(default_factory=dict)  # bank-width accesses
     sram_writes: dict[str, int] = field(default_factory=dict)
@@ -654,6 +655,7 @@ def plan(hw: Hardware, graph: Graph) -> Mapping:
             )
         if compute:
             layer = _map_compute(hw, graph, index, name, nodes, bufs)
+            layer.compute_index = sum(1 for lm in layers if lm.kind == "compute")
         elif not all(n.op in LAYOUT_OPS for n in nodes):
             layer = _map_vector(hw, graph, index, name, nodes, bufs)
         else:

@@ -636,3 +636,20 @@ def test_every_energy_number_has_its_source_beside_it(path):
     for line in lines:
         comment = line.partition("#")[2]
         assert any(s in comment for s in SOURCES), f"{path.name}: no source: {line.strip()}"
+
+
+def test_layer_index_counts_compute_layers_only():
+    """layer_voltage_v's integer keys count Conv/MatMul layers: on the binary digits network,
+    whose first layer is an input quantizer on the vector unit, key 0 is conv1."""
+    graph = load_workload(ROOT / "workloads" / "digits_binary_qonnx.onnx")
+    base = simulate(load_hardware(HWCONFIGS / "binary_lowvolt.yaml",
+                                  {"buffers.weights.layer_voltage_v": {}}), graph)
+    keyed = simulate(load_hardware(HWCONFIGS / "binary_lowvolt.yaml",
+                                   {"buffers.weights.layer_voltage_v": {0: 0.8}}), graph)
+    names = [r.name for r in base.layers]
+    assert names[0] == "quant_x" and names[1] == "conv1"
+    changed = [r.name for r, s in zip(base.layers, keyed.layers, strict=True)
+               if r.energy_breakdown_pj["sram.weights"] != s.energy_breakdown_pj["sram.weights"]]
+    assert changed == ["conv1"]
+    b, k = (x.layers[1].energy_breakdown_pj["sram.weights"] for x in (base, keyed))
+    assert k == pytest.approx(b * (0.8 / 0.7) ** 2, rel=1e-12)
