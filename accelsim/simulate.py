@@ -31,7 +31,13 @@ def _add(into: dict[str, int], more: dict[str, int]) -> None:
 
 
 def batch_size(graph: Graph) -> int:
-    """Inferences in one run: the leading dimension of the first input (1 for 1-D inputs)."""
+    """Inferences in one run: the leading dimension of the first input (1 for 1-D inputs).
+
+    A SCALE-Sim topology is one inference: its layers' inputs are (1, C, H, W) or GEMM (M, K),
+    whose M is not a batch.
+    """
+    if graph.source.lower().endswith(".csv"):
+        return 1
     shape = graph.tensors[graph.inputs[0]].shape if graph.inputs else ()
     return int(shape[0]) if len(shape) > 1 else 1
 

@@ -653,3 +653,11 @@ def test_layer_index_counts_compute_layers_only():
     assert changed == ["conv1"]
     b, k = (x.layers[1].energy_breakdown_pj["sram.weights"] for x in (base, keyed))
     assert k == pytest.approx(b * (0.8 / 0.7) ** 2, rel=1e-12)
+
+
+def test_gemm_topology_is_one_inference(tmp_path):
+    """A SCALE-Sim GEMM row's M is rows of the product, not a batch."""
+    path = tmp_path / "g.csv"
+    path.write_text("Layer, M, N, K,\ng, 12, 8, 16,\n")
+    result = simulate(load_hardware(HWCONFIGS / "edge_int8_16x16.yaml"), load_workload(path))
+    assert result.totals.energy_per_inference_pj == result.totals.energy_pj
