@@ -24,7 +24,6 @@ def load_example(name: str):
 
 @pytest.fixture(scope="module")
 def moons():
-    pytest.importorskip("matplotlib")
     return load_example("moons_precision")
 
 
