@@ -115,8 +115,10 @@ def cmd_run(args) -> int:
 
     hw = load_hardware(args.hardware, overrides=args.set)
     graph = load_workload(args.workload, seed=args.seed)
-    # A SCALE-Sim topology carries shapes only: its seeded weights would compute nothing real.
-    timing_only = args.timing_only or str(args.workload).lower().endswith(".csv")
+    # A SCALE-Sim topology carries shapes only: its seeded weights compute nothing real, so its
+    # numerics run only when the toggle energy model asks for data.
+    csv = str(args.workload).lower().endswith(".csv")
+    timing_only = args.timing_only or (csv and hw.energy.model != "toggles")
     inputs = None if timing_only else load_inputs(graph, args.input, args.seed)
     result = simulate(hw, graph, inputs, seed=args.seed)
     if args.json:
