@@ -15,13 +15,22 @@ from accelsim.kernels import (
     Accumulator,
     binary,
     binary_conv2d_acc,
+    binary_conv2d_acc_packed,
     binary_matmul_acc,
+    binary_matmul_acc_packed,
     conv2d_acc,
+    conv2d_acc_packed,
     integer,
     matmul_acc,
+    matmul_acc_packed,
+    pack_binary_conv_weights,
+    pack_binary_matmul_weights,
     pack_bipolar,
+    pack_conv_weights,
+    pack_matmul_weights,
     requantize,
 )
+from accelsim.workload.ir import BIPOLAR, INT8, INT32, Graph, Node, Tensor
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -179,6 +188,25 @@ def test_matmul_long_reduction_spans_several_blocks_of_b():
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize(
+    ("c", "o", "k", "stride", "group"),
+    [(3, 5, 7, 2, 1), (100, 5, 3, 1, 1), (40, 6, 3, 1, 2), (200, 130, 3, 1, 1)],
+)
+def test_conv_int16_paths_over_several_blocks(c, o, k, stride, group):
+    """Shapes that take the fused im2col + GEMM over several row blocks (with a partial last
+    tile of rows and of channels), the RGB-stem runs of 21 values, and a b too large for the
+    fused path (the K-blocked GEMM)."""
+    rng = np.random.default_rng(c + o)
+    x = rng.integers(0, 256, (2, c, 13, 11)).astype(np.uint8)
+    w = rng.integers(-128, 128, (o, c // group, k, k)).astype(np.int8)
+    zps = rng.integers(-3, 3, o)
+    bias = rng.integers(-1000, 1000, o)
+    pads = (k // 2, 1, k // 2, 0)
+    got = conv2d_acc(x, w, 77, zps, bias, (stride, stride), pads, (1, 1), group)
+    prods = ref_products(x, w, 77, zps, (stride, stride), pads, (1, 1), group)
+    np.testing.assert_array_equal(got, ref_accumulate(prods, bias, Accumulator(), 1))
+
+
 def test_saturation_order_is_bias_then_k():
     """Clamping after every addition depends on the order; the documented one is bias, then k."""
     a = np.array([[100, 100, -100]], np.int16)
@@ -195,6 +223,149 @@ def test_accumulator_validates():
         Accumulator(bits=4)
     with pytest.raises(ValueError):
         Accumulator(overflow="clip")
+
+
+# ---------------------------------------------------------------- packed weights
+
+
+@SETTINGS
+@given(conv_cases(), accumulators(), st.data())
+def test_packed_conv_matches_raw_and_reference_on_several_inputs(case, acc, data):
+    """Weights packed once serve several inputs (another zero point, another image size)."""
+    x, w, x_zp, w_zp, bias, strides, pads, dil, group = case
+    packed = pack_conv_weights(w, w_zp, group)
+    w_before = w.copy()
+    xt = next(t for t in VALUE_TYPES if t[0] == x.dtype and t[1] <= x.min() and x.max() <= t[2])
+    x2 = data.draw(tensor((x.shape[0], x.shape[1], x.shape[2], x.shape[3] + 1), xt))
+    for xi, zi in ((x, x_zp), (x2, data.draw(st.integers(xt[1], xt[2]))), (x, x_zp)):
+        got = conv2d_acc_packed(xi, packed, zi, bias, strides, pads, dil, acc)
+        want = ref_accumulate(
+            ref_products(xi, w, zi, w_zp, strides, pads, dil, group), bias, acc, channel_axis=1
+        )
+        raw = conv2d_acc(xi, w, zi, w_zp, bias, strides, pads, dil, group, acc)
+        assert got.dtype == raw.dtype == acc.dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(raw, want)
+    np.testing.assert_array_equal(w, w_before)
+
+
+@SETTINGS
+@given(
+    st.integers(1, 9),
+    st.integers(1, 40),
+    st.integers(1, 9),
+    st.sampled_from(VALUE_TYPES),
+    st.sampled_from(VALUE_TYPES),
+    accumulators(),
+    st.data(),
+)
+def test_packed_matmul_matches_raw_and_reference(m, k, n, at, bt, acc, data):
+    b = data.draw(tensor((k, n), bt))
+    b_zp = np.array([data.draw(st.integers(bt[1], bt[2])) for _ in range(n)], np.int64)
+    bias = data.draw(st.none() | tensor((n,), (np.int64, -(2**40), 2**40)))
+    packed = pack_matmul_weights(b, b_zp)
+    for rows in (m, m + 7):
+        a = data.draw(tensor((rows, k), at))
+        a_zp = data.draw(st.integers(at[1], at[2]))
+        got = matmul_acc_packed(a, packed, a_zp, bias, acc)
+        prods = (a.astype(np.int64) - a_zp)[:, :, None] * (b.astype(np.int64) - b_zp)[None]
+        want = ref_accumulate(np.moveaxis(prods, 1, -1), bias, acc, channel_axis=1)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(matmul_acc(a, b, a_zp, b_zp, bias, acc), want)
+
+
+def test_packed_weights_do_not_follow_the_source_array():
+    """Packing copies: writing into the array afterwards changes neither layout."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (1, 3, 5, 5)).astype(np.uint8)
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    zps = np.zeros(4, np.int64)
+    packed = pack_conv_weights(w, zps, 1)
+    narrow = Accumulator(12, "saturate")  # needs the ordered GEMM, on the int64 layout
+    want = conv2d_acc(x, w, 7, zps, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    want_narrow = conv2d_acc(x, w, 7, zps, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, narrow)
+    w[:] = 0
+    got16 = conv2d_acc_packed(x, packed, 7, None, (1, 1), (1, 1, 1, 1), (1, 1))
+    got64 = conv2d_acc_packed(x, packed, 7, None, (1, 1), (1, 1, 1, 1), (1, 1), narrow)
+    np.testing.assert_array_equal(got16, want)
+    np.testing.assert_array_equal(got64, want_narrow)
+    assert packed.b16 is not None and packed.nbytes > packed.b16.nbytes
+
+
+def test_packed_weights_reject_the_wrong_kernel():
+    conv = pack_conv_weights(np.ones((2, 1, 1, 1), np.int8), np.zeros(2, np.int64), 1)
+    mm = pack_matmul_weights(np.ones((3, 2), np.int8), np.zeros(2, np.int64))
+    with pytest.raises(ValueError):
+        matmul_acc_packed(np.ones((1, 3), np.int8), conv, 0, None)
+    with pytest.raises(ValueError):
+        conv2d_acc_packed(np.ones((1, 1, 2, 2), np.int8), mm, 0, None, (1, 1), (0,) * 4, (1, 1))
+    with pytest.raises(ValueError):
+        matmul_acc_packed(np.ones((1, 4), np.int8), mm, 0, None)
+
+
+def _one_node_graph(op, w, attrs, bipolar):
+    """x -> op(x, w) -> y with w a constant of the graph."""
+    wt = BIPOLAR if bipolar else INT8
+    tensors = {
+        "x": Tensor("x", (1,), wt),
+        "w": Tensor("w", w.shape, wt, data=w),
+        "y": Tensor("y", (1,), INT32),
+    }
+    return Graph("g", tensors, [Node("n", op, ["x", "w"], ["y"], attrs)], ["x"], ["y"])
+
+
+@pytest.mark.parametrize("bipolar", [False, True])
+def test_ops_pack_constant_weights_once_across_runs(monkeypatch, bipolar):
+    """The executor builds its Ops per run; the packed weights of a constant are reused."""
+    from accelsim.ops import REGISTRY, conv, matmul
+
+    calls = []
+    for module, names in (
+        (conv, ("pack_conv_weights", "pack_binary_conv_weights")),
+        (matmul, ("pack_matmul_weights", "pack_binary_matmul_weights")),
+    ):
+        for name in names:
+            original = getattr(module, name)
+
+            def counting(*args, original=original):
+                calls.append(original)
+                return original(*args)
+
+            monkeypatch.setattr(module, name, counting)
+    rng = np.random.default_rng(5)
+    sign = np.array([-1, 1], np.int8)
+    w = rng.choice(sign, (4, 3, 3, 3)) if bipolar else rng.integers(-5, 5, (4, 3, 3, 3))
+    w = w.astype(np.int8)
+    conv_attrs = dict(
+        strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), group=1,
+        x_zero_point=0, w_zero_point=np.zeros(4, np.int64),
+    )
+    b = w.reshape(4, -1).T.copy()
+    cases = [
+        ("Conv", w, conv_attrs, lambda: rng.choice(sign, (1, 3, 5, 5))),
+        ("MatMul", b, dict(a_zero_point=0, b_zero_point=np.zeros(4)),
+            lambda: rng.choice(sign, (6, 27))),
+    ]
+    for op, weights, attrs, make_x in cases:
+        graph = _one_node_graph(op, weights, attrs, bipolar)
+        node = graph.nodes[0]
+        calls.clear()
+        for _ in range(3):
+            x = make_x()
+            got = REGISTRY[op](node, graph).run(x, weights)[0]
+            if op == "Conv":
+                want = conv2d_acc(x, w, 0, np.zeros(4, np.int64), None, (1, 1), (1,) * 4, (1, 1), 1)
+            else:
+                want = x.astype(np.int64) @ b
+            np.testing.assert_array_equal(got, want)
+        assert len(calls) == 1
+        # another array than the constant's (not a constant of the graph): packed per call
+        REGISTRY[op](node, graph).run(make_x(), weights.copy())
+        assert len(calls) == 2
+        # the constant replaced by a new array: packed again
+        graph.tensors["w"].data = weights.copy()
+        REGISTRY[op](node, graph).run(make_x(), graph.tensors["w"].data)
+        assert len(calls) == 3
 
 
 # ---------------------------------------------------------------- onnxruntime
@@ -340,6 +511,35 @@ def test_binary_conv_larger_shapes(case):
     got = binary_conv2d_acc(x, w, strides, pads, dil, group)
     want = conv2d_acc(x, w, 0, np.zeros(w.shape[0], np.int64), None, strides, pads, dil, group)
     np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(binary_conv_cases(), st.data())
+def test_packed_binary_conv_matches_raw_on_several_inputs(case, data):
+    """One packing, several inputs (other sizes too); padding counts as 0, not -1."""
+    x, w, strides, pads, dil, group = case
+    packed = pack_binary_conv_weights(w, group)
+    nb, c, h, wd = x.shape
+    x2 = data.draw(tensor((nb, c, h + 2, wd + 1), (np.int8, -1, 1))) | 1
+    zeros = np.zeros(w.shape[0], np.int64)
+    for xi in (x, x2, x):
+        got = binary_conv2d_acc_packed(xi, packed, strides, pads, dil)
+        want = conv2d_acc(xi, w, 0, zeros, None, strides, pads, dil, group)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(binary_conv2d_acc(xi, w, strides, pads, dil, group), want)
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 200), st.integers(1, 9), st.data())
+def test_packed_binary_matmul_matches_integer_matmul(m, k, n, data):
+    b = data.draw(tensor((k, n), (np.int8, -1, 1))) | 1
+    packed = pack_binary_matmul_weights(b)
+    for rows in (m, m + 33):
+        a = data.draw(tensor((rows, k), (np.int8, -1, 1))) | 1
+        got = binary_matmul_acc_packed(a, packed)
+        np.testing.assert_array_equal(got, a.astype(np.int64) @ b)
+    with pytest.raises(ValueError):
+        binary_matmul_acc_packed(np.ones((1, k + 1), np.int8), packed)
 
 
 def test_binary_zero_counts_as_minus_one():

@@ -411,12 +411,11 @@ def _xnor_counts(planes, offsets, widx, table, blocks, out):
 
 
 @njit(cache=True, parallel=True)
-def _finish(counts, wsum, kh, kw, k_len, h, w, sh, sw, pt, pl, dh, dw, ws, out):
+def _finish(counts, sat, kh, kw, k_len, h, w, sh, sw, pt, pl, dh, dw, ws, out):
     """out[n, o, oy, ox] = k_len - 2 * counts + the weights of the taps that fall in the padding
-    (all taps minus the rectangle of valid ones)."""
+    (all taps minus the rectangle of valid ones, from `sat`, the weights' _padding_sums)."""
     nb, o_ch, oh, ow = out.shape
     og = o_ch // counts.shape[1]
-    sat = _padding_sums(wsum, kh, kw)
     x_taps = np.empty((ow, 2), np.int64)
     for ox in range(ow):
         x_taps[ox] = _valid_taps(ox * sw - pl, dw, kw, w)
@@ -463,6 +462,45 @@ def pack_bipolar(v: np.ndarray) -> np.ndarray:
     return out.reshape(v.shape[:-1] + (out.shape[1],))
 
 
+class PackedBinaryWeights:
+    """Constant +-1 convolution weights (O, C/group, kh, kw), packed once for the xnor kernel:
+    the weight nibbles (widx), and the summed-area table of the weights per tap that corrects
+    padded taps. Independent of the input's size, strides, pads and dilations."""
+
+    def __init__(self, w: np.ndarray, group: int):
+        w = np.asarray(w)
+        if w.ndim != 4 or group < 1 or w.shape[0] % group:
+            raise ValueError(f"weights of shape {w.shape} do not split into {group} groups")
+        o_ch, cg, kh, kw = w.shape
+        self.shape = (o_ch, cg, kh, kw)
+        self.group = group
+        cn = -(-cg // 4)
+        self.widx = np.zeros((group, _round_up(o_ch // group, COLS), kh * kw * cn), np.uint8)
+        wsum = np.empty((o_ch, kh * kw), np.int64)
+        _weight_nibbles(np.ascontiguousarray(w).reshape(o_ch, cg, kh * kw), group, self.widx, wsum)
+        self.padding_sums = _padding_sums(wsum, kh, kw)
+        for a in (self.widx, self.padding_sums):
+            a.flags.writeable = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.widx.nbytes + self.padding_sums.nbytes
+
+
+def pack_binary_conv_weights(w: np.ndarray, group: int) -> PackedBinaryWeights:
+    """Pack constant +-1 weights (O, C/group, kh, kw) for binary_conv2d_acc_packed; a value
+    counts as +1 when it is > 0, else as -1."""
+    return PackedBinaryWeights(w, group)
+
+
+def pack_binary_matmul_weights(b: np.ndarray) -> PackedBinaryWeights:
+    """Pack a constant +-1 matrix b (K, N) for binary_matmul_acc_packed."""
+    b = np.asarray(b)
+    if b.ndim != 2:
+        raise ValueError(f"matmul weights must be 2-D, not {b.shape}")
+    return PackedBinaryWeights(b.T.reshape(b.shape[1], b.shape[0], 1, 1), 1)
+
+
 def binary_conv2d_acc(
     x: np.ndarray,
     w: np.ndarray,
@@ -472,14 +510,28 @@ def binary_conv2d_acc(
     group: int,
 ) -> np.ndarray:
     """(N, O, OH, OW) int32 sums of x*w over the valid taps of a +-1 convolution (zero padding);
-    a value counts as +1 when it is > 0, else as -1."""
+    a value counts as +1 when it is > 0, else as -1. Packs w and calls binary_conv2d_acc_packed;
+    pack once with pack_binary_conv_weights when w is constant."""
+    check_conv(x.shape, np.shape(w), strides, pads, dilations, group)
+    packed = pack_binary_conv_weights(w, group)
+    return binary_conv2d_acc_packed(x, packed, strides, pads, dilations)
+
+
+def binary_conv2d_acc_packed(
+    x: np.ndarray,
+    packed: PackedBinaryWeights,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> np.ndarray:
+    """binary_conv2d_acc with weights (and group) from pack_binary_conv_weights."""
+    group = packed.group
     nb, channels, h, wd = x.shape
-    o_ch, cg, kh, kw = w.shape
-    oh, ow = check_conv(x.shape, w.shape, strides, pads, dilations, group)
+    o_ch, cg, kh, kw = packed.shape
+    oh, ow = check_conv(x.shape, packed.shape, strides, pads, dilations, group)
     sh, sw = strides
     pt, pl, pb, pr = pads
     dh, dw = dilations
-    og = o_ch // group
     cn = -(-cg // 4)
     hs, ws = -(-(h + pt + pb) // sh), -(-(wd + pl + pr) // sw)
     blocks = -(-(oh * ws) // PIXELS)
@@ -487,26 +539,30 @@ def binary_conv2d_acc(
     plane_len = max(hs * ws, blocks * PIXELS + reach)
     planes = np.zeros((nb, group, sh * sw * cn, plane_len), np.uint8)
     _nibble_planes(x, group, sh, sw, pt, pl, ws, planes)
-    og_pad = _round_up(og, COLS)
-    widx = np.zeros((group, og_pad, kh * kw * cn), np.uint8)
-    wsum = np.empty((o_ch, kh * kw), np.int64)
-    _weight_nibbles(np.ascontiguousarray(w).reshape(o_ch, cg, kh * kw), group, widx, wsum)
     offsets = np.empty(kh * kw * cn, np.int64)
     _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets)
-    counts = np.zeros((nb, group, og_pad, blocks * PIXELS), np.int32)
-    _xnor_counts(planes, offsets, widx, TABLE, blocks, counts)
+    counts = np.zeros((nb, group, packed.widx.shape[1], blocks * PIXELS), np.int32)
+    _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, counts)
     out = np.empty((nb, o_ch, oh, ow), np.int32)
-    _finish(counts, wsum, kh, kw, cg * kh * kw, h, wd, sh, sw, pt, pl, dh, dw, ws, out)
+    _finish(
+        counts, packed.padding_sums, kh, kw, cg * kh * kw, h, wd, sh, sw, pt, pl, dh, dw, ws, out
+    )
     return out
 
 
 def binary_matmul_acc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M, N) int32 dot products of +-1 matrices a (M, K) and b (K, N): a 1x1 convolution of a
-    one-row image of M pixels with K channels."""
+    one-row image of M pixels with K channels. Packs b and calls binary_matmul_acc_packed."""
+    if np.ndim(b) != 2 or np.shape(b)[0] != np.shape(a)[1]:
+        raise ValueError(f"matmul shapes {np.shape(a)} and {np.shape(b)} do not match")
+    return binary_matmul_acc_packed(a, pack_binary_matmul_weights(b))
+
+
+def binary_matmul_acc_packed(a: np.ndarray, packed: PackedBinaryWeights) -> np.ndarray:
+    """binary_matmul_acc with b from pack_binary_matmul_weights."""
     m_rows, k_len = a.shape
-    if b.shape[0] != k_len:
-        raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
+    if packed.shape[1:] != (k_len, 1, 1) or packed.group != 1:
+        raise ValueError(f"matmul shapes {a.shape} and {packed.shape[:2][::-1]} do not match")
     x = a.T.reshape(1, k_len, 1, m_rows)
-    w = b.T.reshape(b.shape[1], k_len, 1, 1)
-    out = binary_conv2d_acc(x, w, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    out = binary_conv2d_acc_packed(x, packed, (1, 1), (0, 0, 0, 0), (1, 1))
     return np.ascontiguousarray(out[0, :, 0, :].T)

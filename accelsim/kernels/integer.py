@@ -38,12 +38,26 @@ TILE_N = 2
 LANES = 16
 # Bytes of b that a thread keeps in its L2 while it sweeps row tiles of a.
 B_BLOCK_BYTES = 192 * 1024
+# int16 values of K per pass of a register tile (a 6-row tile of a: 12 KB, kept in L1).
+K_BLOCK = 1024
+# Bytes of im2col rows that a work item of the fused convolution builds and multiplies at once.
+FUSED_A_BYTES = 16 * 1024
 
 
-@intrinsic
-def _dot_tile(typingctx, a, ia, b, ib, lda, k_vectors, out, io, ldo):
-    """out[io + c*ldo + r] = sum_k a[ia + r*lda + k] * b[ib + c*lda + k] for the TILE_M x TILE_N
-    tile, k < k_vectors*LANES; int16 operands, int32 wrapping sums.
+def _make_dot_tile(accumulate: bool):
+    """The register tile of the int16 GEMM as a numba intrinsic: it stores its sums into out, or
+    adds them to out's (wrapping) when `accumulate` (a later block of K)."""
+
+    @intrinsic
+    def dot_tile(typingctx, a, ia, b, ib, lda, k_vectors, out, io, ldo):
+        return _dot_tile_typing(accumulate, a, ia, b, ib, lda, k_vectors, out, io, ldo)
+
+    return dot_tile
+
+
+def _dot_tile_typing(accumulate, a, ia, b, ib, lda, k_vectors, out, io, ldo):
+    """out[io + c*ldo + r] (+)= sum_k a[ia + r*lda + k] * b[ib + c*lda + k] for the TILE_M x
+    TILE_N tile, k < k_vectors*LANES (k_vectors >= 1); int16 operands, int32 wrapping sums.
 
     Written in LLVM IR because LLVM does not vectorise several dot products in one loop well
     (numba's int64 promotion defeats it). Each step multiplies sign-extended <16 x i16> vectors
@@ -137,13 +151,18 @@ def _dot_tile(typingctx, a, ia, b, ib, lda, k_vectors, out, io, ldo):
         for r in range(TILE_M):
             for c in range(TILE_N):
                 index = builder.add(io_, builder.add(builder.mul(ldo_, const(c)), const(r)))
-                builder.store(
-                    builder.call(reduce_add, [updated[r * TILE_N + c]]),
-                    builder.gep(o_data, [index]),
-                )
+                ptr = builder.gep(o_data, [index])
+                value = builder.call(reduce_add, [updated[r * TILE_N + c]])
+                if accumulate:
+                    value = builder.add(builder.load(ptr), value)
+                builder.store(value, ptr)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_dot_tile = _make_dot_tile(False)
+_dot_tile_add = _make_dot_tile(True)
 
 
 @njit(cache=True, parallel=True)
@@ -187,33 +206,114 @@ def _pad_centre_hwc(x, zero_point, pt, pl, out):
                 dst[i] = np.int32(src[i]) - zero_point
 
 
-@njit(cache=True, parallel=True)
-def _im2col_hwc(xp, group, kh, kw, sh, sw, dh, dw, oh, ow, out):
-    """out[g, n*oh*ow + p, (ky, kx, c)] = xp at the tap, from the padded, centred, channels-last
-    image of _pad_centre_hwc; the K padding of each row is zeroed. With dw == 1 and one group the
-    taps of one kernel row are one contiguous run of kw*cg values in xp, copied in one loop (for a
-    3-channel input, runs of 3 would leave the loop overhead dominant). Only for order-free sums."""
+@njit(cache=True)
+def _copy_run(src, s, dst, d, run, d_limit):
+    """dst[d : d+run] = src[s : s+run] for the short runs of _im2col_hwc_rows. A loop whose trip
+    count is a compile-time constant becomes a few vector moves, a variable one mostly loop
+    overhead: runs of 21 (a 7-tap row of 3 channels, the RGB stem) have their own loop, other
+    runs up to 32 copy 32 values (the excess lands where later runs or the K padding go, below
+    d_limit, and is overwritten)."""
+    if run == 21:
+        a = src[s : s + 21]
+        b = dst[d : d + 21]
+        for j in range(21):
+            b[j] = a[j]
+    elif run <= 32 and s + 32 <= src.size and d + 32 <= d_limit:
+        a = src[s : s + 32]
+        b = dst[d : d + 32]
+        for j in range(32):
+            b[j] = a[j]
+    else:
+        a = src[s : s + run]
+        b = dst[d : d + run]
+        for j in range(run):
+            b[j] = a[j]
+
+
+@njit(cache=True)
+def _im2col_hwc_rows(xp, group, g, kh, kw, sh, sw, dh, dw, oh, ow, p0, out):
+    """out[i, (ky, kx, c)] = the taps of output pixel p0 + i (p = (n*oh + oy)*ow + ox) of group
+    g, from the padded, centred, channels-last image xp of _pad_centre_hwc, for the rows of out
+    below the pixel count, each with its K padding zeroed (other rows are not written). With
+    dw == 1 and one group the taps of one kernel row are one contiguous run of kw*cg values in
+    xp, copied at once (for a 3-channel input, runs of 3 would leave the loop overhead
+    dominant); runs are written in increasing order (see _copy_run)."""
     nb, hp, wp, channels = xp.shape
     cg = channels // group
     whole_rows = dw == 1 and group == 1
     run = kw * cg if whole_rows else cg
     runs = 1 if whole_rows else kw
     k_len = kh * kw * cg
-    xrows = xp.reshape(nb, hp, wp * channels)
+    k_pad = out.shape[1]
+    xf = xp.reshape(-1)
+    of = out.reshape(-1)
+    line_len = wp * channels
+    rows = min(out.shape[0], nb * oh * ow - p0)
+    for i in range(rows):
+        p = p0 + i
+        n = p // (oh * ow)
+        oy = (p // ow) % oh
+        ox = p % ow
+        for ky in range(kh):
+            line = (n * hp + oy * sh + ky * dh) * line_len
+            for r in range(runs):
+                start = line + (ox * sw + r * dw) * channels + g * cg
+                _copy_run(xf, start, of, i * k_pad + (ky * runs + r) * run, run, (i + 1) * k_pad)
+        padding = of[i * k_pad + k_len : (i + 1) * k_pad]
+        for j in range(padding.size):
+            padding[j] = 0
+
+
+@njit(cache=True, parallel=True)
+def _im2col_hwc(xp, group, kh, kw, sh, sw, dh, dw, oh, ow, out):
+    """out[g, n*oh*ow + p, (ky, kx, c)] = xp at the tap (_im2col_hwc_rows), one row of output
+    pixels per work item; the K padding and the padding rows must be zeroed by the caller. Only
+    for order-free sums."""
+    nb = xp.shape[0]
     for t in numba.prange(group * nb * oh):
         g = t // (nb * oh)
-        n = (t // oh) % nb
-        oy = t % oh
-        for ox in range(ow):
-            row = out[g, (n * oh + oy) * ow + ox]
-            for ky in range(kh):
-                line = xrows[n, oy * sh + ky * dh]
-                for r in range(runs):
-                    start = (ox * sw + r * dw) * channels + g * cg
-                    row[(ky * runs + r) * run : (ky * runs + r + 1) * run] = line[
-                        start : start + run
-                    ]
-            row[k_len:] = 0
+        p0 = t % (nb * oh) * ow
+        _im2col_hwc_rows(xp, group, g, kh, kw, sh, sw, dh, dw, oh, ow, p0, out[g, p0 : p0 + ow])
+
+
+@njit(cache=True, parallel=True)
+def _conv_i16_fused(xp, b, bias, group, kh, kw, sh, sw, dh, dw, oh, ow, rows_per_block, out):
+    """out[g, n, m] = bias[g, n] + the product of _im2col_hwc and _gemm_i16, fused per block of
+    rows_per_block output pixels (a multiple of TILE_M): a work item builds its rows of a in a
+    buffer that stays in L1, multiplies them by all of b (which must fit L2) and adds the bias,
+    so that neither the im2col matrix nor a padded product goes through memory. out (G, N, M) is
+    not padded: the last, partial tile of rows goes through a small buffer."""
+    groups, n_rows, m_rows = out.shape
+    n_pad, k_pad = b.shape[1], b.shape[2]
+    blocks = (m_rows + rows_per_block - 1) // rows_per_block
+    bf = b.reshape(-1)
+    of = out.reshape(-1)
+    for t in numba.prange(group * blocks):
+        g = t // blocks
+        m0 = t % blocks * rows_per_block
+        m1 = min(m0 + rows_per_block, m_rows)
+        rows = (m1 - m0 + TILE_M - 1) // TILE_M * TILE_M
+        buf = np.zeros(rows * k_pad, np.int16)
+        a_rows = buf.reshape(rows, k_pad)
+        _im2col_hwc_rows(xp, group, g, kh, kw, sh, sw, dh, dw, oh, ow, m0, a_rows)
+        tail = np.empty(TILE_M * TILE_N, np.int32)
+        for n in range(0, n_pad, TILE_N):
+            ib = (g * n_pad + n) * k_pad
+            for m in range(m0, m1, TILE_M):
+                ia = (m - m0) * k_pad
+                if m + TILE_M <= m1 and n + TILE_N <= n_rows:
+                    io = (g * n_rows + n) * m_rows + m
+                    _dot_tile(buf, ia, bf, ib, k_pad, k_pad // LANES, of, io, m_rows)
+                else:
+                    _dot_tile(buf, ia, bf, ib, k_pad, k_pad // LANES, tail, 0, TILE_M)
+                    for c in range(min(TILE_N, n_rows - n)):
+                        for r in range(min(TILE_M, m1 - m)):
+                            of[(g * n_rows + n + c) * m_rows + m + r] = tail[c * TILE_M + r]
+        for n in range(n_rows):
+            dst = out[g, n, m0:m1]
+            v = np.int32(bias[g, n])
+            for i in range(dst.size):
+                dst[i] += v
 
 
 @njit(cache=True, parallel=True)
@@ -292,7 +392,9 @@ def _gemm_i16(a, b, out):
     a (G, Mp, Kp), b (G, Np, Kp), out (G, Np, Mp), all C-contiguous, with Mp a multiple of
     TILE_M, Np of TILE_N and Kp of LANES (zero padded). Work items are (block of rows of b, row
     tile of a), block-major, so that a thread sweeps its tiles of a against a block of b that
-    stays in L2 (B_BLOCK_BYTES) instead of streaming all of b from memory for every tile.
+    stays in L2 (B_BLOCK_BYTES) instead of streaming all of b from memory for every tile. Within
+    an item K is split in K_BLOCK pieces, so that the tile's rows of a stay in L1 while they meet
+    every row of the block (a 6 x 4608 tile, 55 KB, would be read from L2 for each pair of rows).
     """
     groups, m_pad, k_pad = a.shape
     n_pad = b.shape[1]
@@ -306,18 +408,16 @@ def _gemm_i16(a, b, out):
         g = t // (n_blocks * m_tiles)
         n0 = (t // m_tiles) % n_blocks * n_block
         m = (t % m_tiles) * TILE_M
-        for n in range(n0, min(n0 + n_block, n_pad), TILE_N):
-            _dot_tile(
-                af,
-                (g * m_pad + m) * k_pad,
-                bf,
-                (g * n_pad + n) * k_pad,
-                k_pad,
-                k_pad // LANES,
-                of,
-                (g * n_pad + n) * m_pad + m,
-                m_pad,
-            )
+        for k0 in range(0, k_pad, K_BLOCK):
+            kv = (min(k0 + K_BLOCK, k_pad) - k0) // LANES
+            for n in range(n0, min(n0 + n_block, n_pad), TILE_N):
+                ia = (g * m_pad + m) * k_pad + k0
+                ib = (g * n_pad + n) * k_pad + k0
+                io = (g * n_pad + n) * m_pad + m
+                if k0 == 0:
+                    _dot_tile(af, ia, bf, ib, k_pad, kv, of, io, m_pad)
+                else:
+                    _dot_tile_add(af, ia, bf, ib, k_pad, kv, of, io, m_pad)
 
 
 @njit(cache=True, parallel=True)
@@ -392,13 +492,16 @@ def _gemm(
     b_span: int,
     bias: np.ndarray,
     acc: Accumulator,
+    gemm16: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """out[g, n, m] = bias[g, n] + sum_k a[g, m, k] * b[g, n, k] through the accumulator `acc`.
 
     shape is (G, M, N, K); bias is int64 (G, N). pack_a(dtype, rows, cols) and pack_b return the
     centred operands as zero-padded (G, rows, cols) arrays of dtype, so each path gets its own
     layout: for np.int16 (the order-free path) the reduction may run in any order, the same for
-    both; otherwise in the documented order.
+    both; otherwise in the documented order. gemm16(b, bias), when given, computes the int16 product
+    plus bias itself, as int32 (G, N, M) (for a convolution: im2col fused into the GEMM), instead
+    of pack_a, _gemm_i16 and _crop_add_bias.
     """
     groups, m_rows, n_rows, k_len = shape
     bias_span = int(np.abs(bias).max()) if bias.size else 0
@@ -409,9 +512,13 @@ def _gemm(
     ):
         m_pad, n_pad = _round_up(m_rows, TILE_M), _round_up(n_rows, TILE_N)
         k_pad = _round_up(k_len, LANES)
-        out = np.empty((groups, n_pad, m_pad), dtype=np.int32)
-        _gemm_i16(pack_a(np.int16, m_pad, k_pad), pack_b(np.int16, n_pad, k_pad), out)
-        out = _crop_add_bias(out, bias, n_rows, m_rows)
+        b16 = pack_b(np.int16, n_pad, k_pad)
+        if gemm16 is not None:
+            out = gemm16(b16, bias)
+        else:
+            out = np.empty((groups, n_pad, m_pad), dtype=np.int32)
+            _gemm_i16(pack_a(np.int16, m_pad, k_pad), b16, out)
+            out = _crop_add_bias(out, bias, n_rows, m_rows)
         if acc.overflow == "wrap" and acc.bits < 32:
             out = _wrap(out.astype(np.int64), acc.bits)
         return out.astype(acc.dtype, copy=False)
@@ -437,6 +544,87 @@ def _bias_array(bias: np.ndarray | None, channels: int) -> np.ndarray:
     return bias
 
 
+class PackedWeights:
+    """Constant weights of a convolution or matrix product, centred and laid out once.
+
+    What onnxruntime's PrePack does at session creation: the B operand of the GEMMs, b[g, n, k]
+    = w - zero_point[n], zero padded, in the int16 layout of the order-free GEMM (built at
+    packing, when the centred weights fit int16) and, only if a call needs it (wide operands or
+    a saturating accumulator), in the int64 layout of the ordered GEMMs. `kind` is "conv"
+    (weights (O, C/group, kh, kw), k in (ky, kx, c) order for int16, (c, ky, kx) for int64) or
+    "matmul" (weights b (K, N), k in order). The packed weights are immutable: they do not follow
+    later changes of the array they were packed from.
+    """
+
+    def __init__(self, kind: str, w: np.ndarray, zero_points: np.ndarray, group: int):
+        self.kind = kind
+        self.shape = tuple(w.shape)
+        self.group = group
+        self.source = np.array(w, copy=True, order="C")
+        self.source.flags.writeable = False
+        if kind == "conv":
+            o_ch = w.shape[0]
+            self.channels = o_ch
+            self.k_len = int(np.prod(w.shape[1:]))
+            self.zero_points = _broadcast_zero_points(zero_points, o_ch)
+            self.span = int(_weight_span(self.source, self.zero_points)) if w.size else 0
+        else:
+            self.channels = w.shape[1]
+            self.k_len = w.shape[0]
+            self.zero_points = _broadcast_zero_points(zero_points, self.channels)
+            self.span = int(_column_span(self.source, self.zero_points))
+        self._b64: np.ndarray | None = None
+        self.b16: np.ndarray | None = None
+        if self.span <= INT16_MAX:
+            og = self.channels // group
+            self.b16 = self._pack(np.int16, _round_up(og, TILE_N), _round_up(self.k_len, LANES))
+        self.zero_points.flags.writeable = False
+
+    def _pack(self, dtype: type, rows: int, cols: int) -> np.ndarray:
+        b = np.zeros((self.group, rows, cols), dtype=dtype)
+        if self.kind == "conv":
+            _pack_weights(self.source, self.zero_points, dtype == np.int16, b)
+        else:
+            _centre_columns(self.source, self.zero_points, b)
+        return b
+
+    def operand(self, dtype: type, rows: int, cols: int) -> np.ndarray:
+        """The B operand of the GEMM that `_gemm` chose, as its pack_b."""
+        if dtype == np.int16:
+            assert self.b16 is not None and self.b16.shape[1:] == (rows, cols)
+            return self.b16
+        if self._b64 is None:
+            self._b64 = self._pack(np.int64, rows, cols)
+        assert self._b64.shape[1:] == (rows, cols)
+        return self._b64
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in (self.b16, self._b64) if b is not None)
+
+
+def _broadcast_zero_points(zero_points: np.ndarray, channels: int) -> np.ndarray:
+    return np.ascontiguousarray(
+        np.broadcast_to(np.asarray(zero_points, dtype=np.int64).reshape(-1), (channels,))
+    )
+
+
+def pack_conv_weights(w: np.ndarray, w_zero_point: np.ndarray, group: int) -> PackedWeights:
+    """Pack constant convolution weights (O, C/group, kh, kw) for conv2d_acc_packed."""
+    w = np.asarray(w)
+    if w.ndim != 4 or group < 1 or w.shape[0] % group:
+        raise ValueError(f"weights of shape {w.shape} do not split into {group} groups")
+    return PackedWeights("conv", w, w_zero_point, group)
+
+
+def pack_matmul_weights(b: np.ndarray, b_zero_point: np.ndarray) -> PackedWeights:
+    """Pack a constant right-hand matrix b (K, N) for matmul_acc_packed."""
+    b = np.asarray(b)
+    if b.ndim != 2:
+        raise ValueError(f"matmul weights must be 2-D, not {b.shape}")
+    return PackedWeights("matmul", b, b_zero_point, 1)
+
+
 def conv2d_acc(
     x: np.ndarray,
     w: np.ndarray,
@@ -452,20 +640,37 @@ def conv2d_acc(
     """Accumulators of a 2-D integer convolution, (N, O, OH, OW), as ONNX ConvInteger + bias.
 
     Value: bias[o] + sum over (c, ky, kx) of (x - x_zero_point) * (w - w_zero_point[o]); padded
-    taps hold x_zero_point and so add 0. The sum goes through the accumulator `acc`.
+    taps hold x_zero_point and so add 0. The sum goes through the accumulator `acc`. Packs w and
+    calls conv2d_acc_packed; pack once with pack_conv_weights when w is constant.
     """
+    check_conv(x.shape, np.shape(w), strides, pads, dilations, group)
+    packed = pack_conv_weights(w, w_zero_point, group)
+    return conv2d_acc_packed(x, packed, x_zero_point, bias, strides, pads, dilations, acc)
+
+
+def conv2d_acc_packed(
+    x: np.ndarray,
+    packed: PackedWeights,
+    x_zero_point: int,
+    bias: np.ndarray | None,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    acc: Accumulator = INT32_WRAP,
+) -> np.ndarray:
+    """conv2d_acc with weights (and their zero points and group) from pack_conv_weights."""
+    if packed.kind != "conv":
+        raise ValueError("conv2d_acc_packed needs weights from pack_conv_weights")
+    group = packed.group
     nb, channels, h, wd = x.shape
-    o_ch, cg, kh, kw = w.shape
-    oh, ow = check_conv(x.shape, w.shape, strides, pads, dilations, group)
+    o_ch, cg, kh, kw = packed.shape
+    oh, ow = check_conv(x.shape, packed.shape, strides, pads, dilations, group)
     sh, sw = strides
     pt, pl, pb, pr = pads
     dh, dw = dilations
     og = o_ch // group
     k_len = cg * kh * kw
     zp = int(x_zero_point)
-    w_zp = np.ascontiguousarray(
-        np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64).reshape(-1), (o_ch,))
-    )
     xc = np.ascontiguousarray(x)
 
     def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
@@ -473,23 +678,31 @@ def conv2d_acc(
             a = np.zeros((group, rows, cols), dtype=dtype)
             _im2col(xc, zp, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
             return a
-        xp = np.zeros((nb, h + pt + pb, wd + pl + pr, channels), np.int16)
-        _pad_centre_hwc(xc, zp, pt, pl, xp)
-        a = np.empty((group, rows, cols), dtype=dtype)
-        _im2col_hwc(xp, group, kh, kw, sh, sw, dh, dw, oh, ow, a)
-        a[:, nb * oh * ow :] = 0
+        a = np.zeros((group, rows, cols), dtype=dtype)
+        _im2col_hwc(centred_hwc(), group, kh, kw, sh, sw, dh, dw, oh, ow, a)
         return a
 
-    wc = np.ascontiguousarray(w)
+    def centred_hwc() -> np.ndarray:
+        xp = np.zeros((nb, h + pt + pb, wd + pl + pr, channels), np.int16)
+        _pad_centre_hwc(xc, zp, pt, pl, xp)
+        return xp
 
-    def pack_b(dtype: type, rows: int, cols: int) -> np.ndarray:
-        b = np.zeros((group, rows, cols), dtype=dtype)
-        _pack_weights(wc, w_zp, dtype == np.int16, b)
-        return b
+    gemm16 = None
+    if packed.b16 is not None and packed.b16[0].nbytes <= B_BLOCK_BYTES:
+        # b fits L2: im2col fused into the GEMM, FUSED_A_BYTES of rows of a per work item
+        k_pad = packed.b16.shape[2]
+        rows_per_block = max(TILE_M, FUSED_A_BYTES // (2 * k_pad) // TILE_M * TILE_M)
+
+        def gemm16(b: np.ndarray, bias: np.ndarray) -> np.ndarray:
+            out = np.empty((group, og, nb * oh * ow), np.int32)
+            _conv_i16_fused(
+                centred_hwc(), b, bias, group, kh, kw, sh, sw, dh, dw, oh, ow, rows_per_block, out
+            )
+            return out
 
     bias_g = _bias_array(bias, o_ch).reshape(group, og)
     shape = (group, nb * oh * ow, og, k_len)
-    out = _gemm(pack_a, pack_b, shape, _span(x, zp), int(_weight_span(wc, w_zp)), bias_g, acc)
+    out = _gemm(pack_a, packed.operand, shape, _span(x, zp), packed.span, bias_g, acc, gemm16)
     out = out.reshape(group, og, nb, oh, ow).transpose(2, 0, 1, 3, 4)
     return np.ascontiguousarray(out).reshape(nb, o_ch, oh, ow)
 
@@ -505,29 +718,36 @@ def matmul_acc(
     """Accumulators of an integer matrix product, (M, N), as ONNX MatMulInteger + bias.
 
     Value: bias[n] + sum over k of (a - a_zero_point) * (b - b_zero_point[n]), through `acc`.
+    Packs b and calls matmul_acc_packed; pack once with pack_matmul_weights when b is constant.
     """
-    k_len = a.shape[1]
-    k_b, n_cols = b.shape
-    if k_b != k_len:
-        raise ValueError(f"matmul shapes {a.shape} and {b.shape} do not match")
+    if np.ndim(b) != 2 or np.shape(b)[0] != np.shape(a)[1]:
+        raise ValueError(f"matmul shapes {np.shape(a)} and {np.shape(b)} do not match")
+    return matmul_acc_packed(a, pack_matmul_weights(b, b_zero_point), a_zero_point, bias, acc)
+
+
+def matmul_acc_packed(
+    a: np.ndarray,
+    packed: PackedWeights,
+    a_zero_point: int,
+    bias: np.ndarray | None,
+    acc: Accumulator = INT32_WRAP,
+) -> np.ndarray:
+    """matmul_acc with b (and its zero points) from pack_matmul_weights."""
+    if packed.kind != "matmul":
+        raise ValueError("matmul_acc_packed needs weights from pack_matmul_weights")
+    k_len, n_cols = packed.shape
+    if a.ndim != 2 or a.shape[1] != k_len:
+        raise ValueError(f"matmul shapes {a.shape} and {packed.shape} do not match")
     zp = int(a_zero_point)
-    b_zp = np.ascontiguousarray(
-        np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64).reshape(-1), (n_cols,))
-    )
     m_rows = a.shape[0]
-    ac, bc = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    ac = np.ascontiguousarray(a)
 
     def pack_a(dtype: type, rows: int, cols: int) -> np.ndarray:
-        packed = np.zeros((1, rows, cols), dtype=dtype)
-        _centre_rows(ac, zp, packed)
-        return packed
-
-    def pack_b(dtype: type, rows: int, cols: int) -> np.ndarray:
-        packed = np.zeros((1, rows, cols), dtype=dtype)
-        _centre_columns(bc, b_zp, packed)
-        return packed
+        out = np.zeros((1, rows, cols), dtype=dtype)
+        _centre_rows(ac, zp, out)
+        return out
 
     bias_g = _bias_array(bias, n_cols)[None]
     shape = (1, m_rows, n_cols, k_len)
-    out = _gemm(pack_a, pack_b, shape, _span(ac, zp), int(_column_span(bc, b_zp)), bias_g, acc)
+    out = _gemm(pack_a, packed.operand, shape, _span(ac, zp), packed.span, bias_g, acc)
     return np.ascontiguousarray(out[0].T)
