@@ -1,7 +1,10 @@
 """Kernel throughput on ResNet-18 layer shapes, side by side with onnxruntime and numpy.
 
 Script mode prints, per layer and thread count (numba threads for accelsim, intra_op threads for
-onnxruntime, both in this process), GMAC/s (medians) and a markdown summary of the ratios:
+onnxruntime, both in this process), GMAC/s (medians) and a markdown summary of the ratios. The
+accelsim kernels are timed per inference on weights packed beforehand, as onnxruntime's
+session.run is (it prepacks constant weights at session creation); the packing itself is timed
+separately (pack_* rows, in ms):
     python benchmarks/bench_kernels.py [--repeat 15] [--threads 1 2]
 The pytest-benchmark form of the same measurements is test_kernel_throughput.py.
 """
@@ -18,7 +21,14 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from accelsim.kernels import binary_conv2d_acc, conv2d_acc, matmul_acc
+from accelsim.kernels import (
+    binary_conv2d_acc_packed,
+    conv2d_acc_packed,
+    matmul_acc_packed,
+    pack_binary_conv_weights,
+    pack_conv_weights,
+    pack_matmul_weights,
+)
 
 # ResNet-18 convolutions (C, H, O, kernel, stride, pad) at batch 1; GEMM views are im2col's
 # (OH*OW, C*k*k, O): conv1 12544x147x64, then 3136x576x64, 784x1152x128, 196x2304x256, 49x4608x512.
@@ -107,32 +117,59 @@ def numpy_matmul(name: str, rng: np.random.Generator, threads: int) -> Callable[
     return lambda: a @ b
 
 
-def accelsim_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
-    """conv2d_acc, u8 activations (zero point 128) x s8 weights, int32 wrapping accumulator."""
+def _int8_conv_operands(name: str, rng: np.random.Generator):
     c, h, o, k, s, p = CONVS[name]
     x = rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
     w = rng.integers(-128, 128, (o, c, k, k)).astype(np.int8)
-    zps = np.zeros(o, np.int64)
-    bias = rng.integers(-1000, 1000, o).astype(np.int32)
-    return lambda: conv2d_acc(x, w, 128, zps, bias, (s, s), (p,) * 4, (1, 1), 1)
+    return x, w, np.zeros(o, np.int64), rng.integers(-1000, 1000, o).astype(np.int32)
+
+
+def accelsim_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
+    """conv2d_acc_packed, u8 activations (zero point 128) x s8 weights packed beforehand, int32
+    wrapping accumulator."""
+    c, h, o, k, s, p = CONVS[name]
+    x, w, zps, bias = _int8_conv_operands(name, rng)
+    packed = pack_conv_weights(w, zps, 1)
+    return lambda: conv2d_acc_packed(x, packed, 128, bias, (s, s), (p,) * 4, (1, 1))
+
+
+def accelsim_pack_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
+    """The weight packing that accelsim_conv excludes (once per model, like ORT's PrePack)."""
+    _, w, zps, _ = _int8_conv_operands(name, rng)
+    return lambda: pack_conv_weights(w, zps, 1)
 
 
 def accelsim_gemm(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
-    """matmul_acc on the layer's im2col GEMM, s8 x s8."""
+    """matmul_acc_packed on the layer's im2col GEMM, s8 x s8, b packed beforehand."""
     m, k, n = gemm_shape(name)
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
     b = rng.integers(-128, 128, (k, n)).astype(np.int8)
-    return lambda: matmul_acc(a, b, 0, np.zeros(n, np.int64), None)
+    packed = pack_matmul_weights(b, np.zeros(n, np.int64))
+    return lambda: matmul_acc_packed(a, packed, 0, None)
 
 
-def accelsim_binary_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
+def _binary_operands(name: str, rng: np.random.Generator):
     c, h, o, k, s, p = CONVS[name]
     x = rng.choice(np.array([-1, 1], np.int8), (1, c, h, h))
     w = rng.choice(np.array([-1, 1], np.int8), (o, c, k, k))
-    return lambda: binary_conv2d_acc(x, w, (s, s), (p,) * 4, (1, 1), 1)
+    return x, w
 
 
-# (label, factory(layer, rng, threads), whether it runs with more than one thread)
+def accelsim_binary_conv(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
+    """binary_conv2d_acc_packed, weights packed beforehand."""
+    c, h, o, k, s, p = CONVS[name]
+    x, w = _binary_operands(name, rng)
+    packed = pack_binary_conv_weights(w, 1)
+    return lambda: binary_conv2d_acc_packed(x, packed, (s, s), (p,) * 4, (1, 1))
+
+
+def accelsim_pack_binary(name: str, rng: np.random.Generator, threads: int) -> Callable[[], object]:
+    _, w = _binary_operands(name, rng)
+    return lambda: pack_binary_conv_weights(w, 1)
+
+
+# (label, factory(layer, rng, threads), whether it runs with more than one thread); labels that
+# start with "pack_" are reported in ms, the others in GMAC/s.
 Factory = Callable[[str, np.random.Generator, int], Callable[[], object]]
 IMPLS: list[tuple[str, Factory, bool]] = [
     ("ort_u8s8_matmulinteger", lambda n, r, t: ort_matmulinteger(n, np.uint8, r, t), True),
@@ -142,6 +179,8 @@ IMPLS: list[tuple[str, Factory, bool]] = [
     ("accelsim_conv", accelsim_conv, True),
     ("accelsim_gemm", accelsim_gemm, True),
     ("accelsim_binary_conv", accelsim_binary_conv, True),
+    ("pack_int8_ms", accelsim_pack_conv, False),
+    ("pack_binary_ms", accelsim_pack_binary, False),
 ]
 
 
@@ -165,8 +204,8 @@ def measure(layer: str, threads: int, repeat: int, rng: np.random.Generator) -> 
         if threads > 1 and not threaded:
             continue
         med, spread = median_seconds(factory(layer, rng, threads), repeat)
-        rates[label] = conv_macs(layer) / med / 1e9
-        print(f"{layer:14}{label:26}{threads:>4}{rates[label]:>9.1f}{spread:>8.0%}", flush=True)
+        rates[label] = med * 1e3 if label.startswith("pack_") else conv_macs(layer) / med / 1e9
+        print(f"{layer:14}{label:26}{threads:>4}{rates[label]:>9.2f}{spread:>8.0%}", flush=True)
     return rates
 
 
@@ -178,11 +217,14 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"load average before: {os.getloadavg()}")
-    print(f"{'layer':14}{'impl':26}{'thr':>4}{'GMAC/s':>9}{'spread':>8}")
+    print(f"{'layer':14}{'impl':26}{'thr':>4}{'GMAC/s|ms':>9}{'spread':>8}")
     rows = []
     for layer in args.layers:
         for threads in args.threads:
             r = measure(layer, threads, args.repeat, rng)
+            pack = ""
+            if "pack_int8_ms" in r:
+                pack = f"{r['pack_int8_ms']:.2f} / {r['pack_binary_ms']:.2f}"
             rows.append(
                 f"| {layer} | {threads} | {r['accelsim_conv']:.1f} | {r['accelsim_gemm']:.1f} "
                 f"| {r['ort_u8s8_matmulinteger']:.1f} | {r['ort_s8s8_matmulinteger']:.1f} "
@@ -190,14 +232,15 @@ def main() -> None:
                 f"| {r['accelsim_conv'] / r['ort_u8s8_matmulinteger']:.2f} "
                 f"| {r['accelsim_conv'] / r['ort_s8s8_matmulinteger']:.2f} "
                 f"| {r['accelsim_binary_conv']:.0f} "
-                f"| {r['accelsim_binary_conv'] / r['accelsim_conv']:.1f} |"
+                f"| {r['accelsim_binary_conv'] / r['accelsim_conv']:.1f} | {pack} |"
             )
     print(f"load average after: {os.getloadavg()}")
     print(
         "| layer | thr | accelsim int8 conv | accelsim gemm | ORT u8s8 | ORT s8s8 "
-        "| ORT QLinearConv | int8 / ORT u8s8 | int8 / ORT s8s8 | accelsim binary | binary / int8 |"
+        "| ORT QLinearConv | int8 / ORT u8s8 | int8 / ORT s8s8 | accelsim binary | binary / int8 "
+        "| packing ms int8 / binary |"
     )
-    print("|---" * 11 + "|")
+    print("|---" * 12 + "|")
     print("\n".join(rows))
 
 
