@@ -62,3 +62,151 @@ def test_ber_zero_run_equals_golden_bit_for_bit(hw_path, workload, digits_test_s
     run = run_faulty(mapping, inputs, seed=3)
     assert same_tensors(run.intermediates, golden(mapping, inputs))
     assert sum(run.flips_by_buffer().values()) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Exactness: a faulty layer equals a dense per-fold recomputation from the copies it read
+
+
+def conv_layer(rng, *, nb, cg, groups, og, h, w, kh, kw, stride, dil, pads):
+    """One integer Conv (uint8 x int8, zero points, bias) whose output is its accumulator."""
+    from accelsim.kernels.geometry import conv_output_hw
+    from accelsim.workload.ir import INT32, UINT8, Graph, Node, Tensor, int_type
+
+    oh, ow = conv_output_hw((h, w), (kh, kw), stride, pads, dil)
+    o = groups * og
+    tensors = {
+        "x": Tensor("x", (nb, groups * cg, h, w), UINT8),
+        "w": Tensor("w", (o, cg, kh, kw), int_type(8, True),
+                    data=rng.integers(-128, 128, (o, cg, kh, kw)).astype(np.int8)),
+        "b": Tensor("b", (o,), INT32, data=rng.integers(-999, 999, o).astype(np.int32)),
+        "acc": Tensor("acc", (nb, o, oh, ow), INT32),
+    }
+    node = Node("conv", "Conv", ["x", "w", "b"], ["acc"], dict(
+        strides=stride, pads=pads, dilations=dil, group=groups, x_zero_point=100,
+        w_zero_point=rng.integers(-3, 4, o)))
+    return Graph("conv_layer", tensors, [node], ["x"], ["acc"])
+
+
+def reference_faulty_conv(mapping, x, seed):
+    """The faulty accumulators by brute force: every fold's products from the copies it read,
+    each copy laid out element by element as the module docstring says."""
+    from accelsim.faults import BufferFaults
+
+    hw, graph = mapping.hardware, mapping.graph
+    (lm,) = [m for m in mapping.layers if m.kind == "compute"]
+    gm = lm.gemm
+    node = graph.nodes[0]
+    a = node.attrs
+    w = graph.tensors["w"].data.astype(np.int64)
+    w_zp = np.asarray(a["w_zero_point"], np.int64)
+    x_zp = a["x_zero_point"]
+    pt, pl = a["pads"][0], a["pads"][1]
+    cells = {n: BufferFaults(b, n, seed) for n, b in hw.buffers.items()}
+
+    def through(name, data, transfers):
+        v = hw.buffers[name].voltage_for(lm.name, lm.compute_index)
+        size = hw.buffers[name].size_bytes
+        out = data.copy()
+        where = [(t.address + i) % size for t in transfers for i in range(t.nbytes)]
+        for i, address in enumerate(where):  # byte by byte: a piece may wrap past the end
+            out[i] = cells[name].read(data[i:i + 1], address, v).data[0]
+        return out
+
+    def kdec(k):
+        return k // (gm.kw * gm.in_c), (k // gm.in_c) % gm.kw, k % gm.in_c
+
+    results = []
+    for img in x:  # each inference in turn, through the same mapping
+        img = img[None].astype(np.int64)
+        acc = np.zeros((gm.groups * gm.n, gm.out_h * gm.out_w), np.int64)
+        acc += graph.tensors["b"].data.astype(np.int64)[:, None]
+        loaded = {}
+        transfers = {}
+        for s in lm.steps:
+            for t in s.loads:
+                transfers.setdefault((s.fold, t.role), []).append(t)
+            for t in s.stores:
+                transfers.setdefault((s.fold, "store"), []).append(t)
+        for f in lm.folds:
+            g, (p0, p1), (k0, k1), (n0, n1) = f.group, f.p, f.k, f.n
+            wkey, xkey = ("w", g, f.k, f.n), ("x", g, f.p, f.k)
+            if (f.index, "weights") in transfers:
+                loaded[wkey] = transfers[f.index, "weights"]
+            if (f.index, "ifmap") in transfers:
+                loaded[xkey] = transfers[f.index, "ifmap"]
+            # weights: (k, n) at (n - n0) * Kf + (k - k0), one byte each
+            wb = [w[g * gm.n + n, kdec(k)[2], kdec(k)[0], kdec(k)[1]]
+                  for n in range(n0, n1) for k in range(k0, k1)]
+            got = through("weights", np.array(wb, np.int64).astype(np.int8).view(np.uint8),
+                          loaded[wkey]).view(np.int8).astype(np.int64)
+            wf = got.reshape(n1 - n0, k1 - k0).T - w_zp[g * gm.n + n0:g * gm.n + n1]
+            # ifmap region: images, rows, cols, channels (ascending), one byte each
+            per = gm.out_h * gm.out_w
+            q0, q1 = p0 % per, (p1 - 1) % per
+            oy0, oy1, ox0, ox1 = q0 // gm.out_w, q1 // gm.out_w, q0 % gm.out_w, q1 % gm.out_w
+            rows = min(gm.in_h, (oy1 - oy0) * gm.sh + (gm.kh - 1) * gm.dh + 1)
+            y0 = min(max(oy0 * gm.sh - pt, 0), gm.in_h - rows)
+            if oy0 == oy1:
+                cols = min(gm.in_w, (ox1 - ox0) * gm.sw + (gm.kw - 1) * gm.dw + 1)
+                x0 = min(max(ox0 * gm.sw - pl, 0), gm.in_w - cols)
+            else:
+                cols, x0 = gm.in_w, 0
+            chans = sorted({k % gm.in_c for k in range(k0, k1)})
+            coords = [(y, xx, c) for y in range(y0, y0 + rows) for xx in range(x0, x0 + cols)
+                      for c in chans]
+            xb = np.array([img[0, g * gm.in_c + c, y, xx] for y, xx, c in coords], np.uint8)
+            xr = through("ifmap", xb, loaded[xkey])
+            xcopy = img[0].copy()
+            for (y, xx, c), v in zip(coords, xr, strict=True):
+                xcopy[g * gm.in_c + c, y, xx] = v
+            for p in range(p0, p1):
+                oy, ox = divmod(p, gm.out_w)
+                for k in range(k0, k1):
+                    ky, kx, c = kdec(k)
+                    y, xx = oy * gm.sh + ky * gm.dh - pt, ox * gm.sw + kx * gm.dw - pl
+                    if 0 <= y < gm.in_h and 0 <= xx < gm.in_w:
+                        av = xcopy[g * gm.in_c + c, y, xx] - x_zp
+                        acc[g * gm.n + n0:g * gm.n + n1, p] += av * wf[k - k0]
+        acc = ((acc + (1 << 31)) % (1 << 32)) - (1 << 31)
+        for f in lm.folds:  # final stores: (p, n), n fastest, int32 little-endian
+            if (f.index, "store") not in transfers:
+                continue
+            g, (p0, p1), (n0, n1) = f.group, f.p, f.n
+            block = acc[g * gm.n + n0:g * gm.n + n1, p0:p1].T.astype(np.int32)
+            got = through("ofmap", block.reshape(-1).view(np.uint8),
+                          transfers[f.index, "store"]).view(np.int32)
+            acc[g * gm.n + n0:g * gm.n + n1, p0:p1] = got.reshape(p1 - p0, n1 - n0).T
+        results.append(acc.reshape(gm.groups * gm.n, gm.out_h, gm.out_w))
+    return np.stack(results).astype(np.int32)
+
+
+LAYERS = {
+    "plain": dict(nb=1, cg=3, groups=1, og=6, h=6, w=5, kh=3, kw=3, stride=(1, 1),
+                  dil=(1, 1), pads=(1, 1, 1, 1)),
+    "strided_dilated_grouped": dict(nb=1, cg=2, groups=2, og=3, h=7, w=7, kh=3, kw=2,
+                                    stride=(2, 1), dil=(1, 2), pads=(1, 0, 0, 1)),
+    "depthwise": dict(nb=1, cg=1, groups=4, og=1, h=5, w=6, kh=3, kw=3, stride=(1, 2),
+                      dil=(1, 1), pads=(1, 1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "is"])
+@pytest.mark.parametrize("layer", list(LAYERS))
+@pytest.mark.parametrize("ifmap_kib", [0.25, 4])
+def test_faulty_conv_equals_dense_per_fold_reference(dataflow, layer, ifmap_kib):
+    rng = np.random.default_rng(len(layer) + len(dataflow))
+    graph = conv_layer(rng, **LAYERS[layer])
+    over = {"pe_array.rows": 4, "pe_array.cols": 4, "pe_array.dataflow": dataflow,
+            "buffers.ifmap.size_kib": ifmap_kib, "buffers.weights.size_kib": 0.25,
+            "buffers.ofmap.size_kib": 1}
+    for b in ("ifmap", "weights", "ofmap"):
+        over[f"buffers.{b}.voltage_v"] = 0.9 * 0.8  # V/Vmin 0.8: BER ~4%
+        over[f"buffers.{b}.banks"] = 2
+    mapping = plan(load_hardware({}, over), graph)
+    x = rng.integers(0, 256, (2,) + graph.tensors["x"].shape[1:]).astype(np.uint8)
+    run = run_faulty(mapping, {"x": x}, seed=11)
+    want = reference_faulty_conv(mapping, x, seed=11)
+    assert run.flips_by_buffer()["weights"] > 0 and run.flips_by_buffer()["ifmap"] > 0
+    assert not np.array_equal(want, golden(mapping, {"x": x})["acc"])
+    np.testing.assert_array_equal(run.outputs["acc"], want)
