@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from accelsim import load_hardware, load_workload
-from accelsim.inject import decode, encode, golden, run_faulty
+from accelsim.inject import Cells, corruption, decode, encode, golden, run_faulty, trials
 from accelsim.mapping import plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,3 +210,103 @@ def test_faulty_conv_equals_dense_per_fold_reference(dataflow, layer, ifmap_kib)
     assert run.flips_by_buffer()["weights"] > 0 and run.flips_by_buffer()["ifmap"] > 0
     assert not np.array_equal(want, golden(mapping, {"x": x})["acc"])
     np.testing.assert_array_equal(run.outputs["acc"], want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistence, seeds, the mapping, the voltage
+
+
+def digits_run(hw, workload, images, seed, **kw):
+    graph = load_workload(workload)
+    mapping = plan(hw, graph)
+    return mapping, run_faulty(mapping, {graph.inputs[0]: images}, seed, **kw)
+
+
+def test_same_seed_same_run_other_seed_other_run(digits_test_set):
+    hw = hardware(EDGE, 0.83)
+    x = digits_test_set[0][:60]
+    _, a = digits_run(hw, DIGITS_INT8, x, seed=5)
+    _, b = digits_run(hw, DIGITS_INT8, x, seed=5)
+    _, c = digits_run(hw, DIGITS_INT8, x, seed=6)
+    assert same_tensors(a.intermediates, b.intermediates) and a.flips == b.flips
+    assert not np.array_equal(a.outputs["logits"], c.outputs["logits"])
+
+
+def test_a_faulty_cell_corrupts_every_tile_that_passes_through_it(digits_test_set):
+    """A weight buffer too small for conv2's weights streams its blocks through two slots:
+    blocks of different data in the same slot meet the same flipping cells (flip, f = 0.5), and
+    the same block at the same address reads the same."""
+    hw = hardware(EDGE, 0.8, **{"buffers.weights.size_kib": 1})
+    mapping, run = digits_run(hw, DIGITS_INT8, digits_test_set[0][:2], seed=2, record=True)
+    reads = [r for r in run.record if r["layer"] == "conv2" and r["role"] == "weights"]
+    by_slot: dict[int, list] = {}
+    for r in reads:
+        (piece,) = r["pieces"]
+        by_slot.setdefault(piece.address, []).append(r["stored"][0] ^ r["read"][0])
+    assert len(by_slot) == 2 and all(len(v) >= 2 for v in by_slot.values())
+    for masks in by_slot.values():
+        n = min(len(m) for m in masks)
+        assert masks[0][:n].any()
+        for m in masks[1:]:
+            np.testing.assert_array_equal(m[:n], masks[0][:n])
+    # the same data at the same address: the same read, whatever the read index
+    cells = Cells(hw.buffers["weights"], "weights", 2)
+    r0 = reads[0]
+    counts = dict.fromkeys(("bit_errors", "bits_flipped", "corrected", "detected",
+                            "undetected", "reads", "bytes"), 0)
+    again = cells.read(r0["stored"], r0["pieces"], r0["voltage"], counts)
+    np.testing.assert_array_equal(again, r0["read"])
+
+
+def flips_of(hw, x, seed):
+    _, run = digits_run(hw, DIGITS_INT8, x, seed)
+    return run.outputs["logits"], run.flips
+
+
+@pytest.mark.parametrize("change", [{"buffers.weights.bank_mapping": "contiguous"},
+                                    {"buffers.weights.banks": 8}])
+def test_the_mapping_matters(change, digits_test_set):
+    """Same network, BER and seed: another bank layout puts the weights in other cells."""
+    x = digits_test_set[0][:60]
+    base = hardware(EDGE, 0.83)
+    out_a, flips_a = flips_of(base, x, seed=4)
+    out_b, flips_b = flips_of(hardware(EDGE, 0.83), x, seed=4)
+    out_c, flips_c = flips_of(hardware(EDGE, 0.83, **change), x, seed=4)
+    assert base.buffers["weights"].voltage_v == hardware(EDGE, 0.83, **change).buffers[
+        "weights"].voltage_v
+    np.testing.assert_array_equal(out_a, out_b)
+    assert flips_a == flips_b
+    assert not np.array_equal(out_a, out_c)
+
+
+def test_corruption_grows_as_the_voltage_falls(digits_test_set):
+    x, y = digits_test_set[0][:150], digits_test_set[1][:150]
+    graph = load_workload(DIGITS_INT8)
+    figures = []
+    for v in (0.95, 0.88, 0.83, 0.78):
+        mapping = plan(hardware(EDGE, v), graph)
+        ref = golden(mapping, {"input": x})
+        runs = [corruption(ref, run_faulty(mapping, {"input": x}, s), graph, y)
+                for s in range(3)]
+        figures.append((np.mean([r["bits_flipped"] for r in runs]),
+                        np.mean([r["mean_abs_error"] for r in runs])))
+    flips, errors = zip(*figures, strict=True)
+    assert list(flips) == sorted(flips) and flips[0] < flips[-1]
+    assert errors[0] < errors[-1]
+
+
+@pytest.mark.parametrize("hw_path,workload", [(EDGE, DIGITS_INT8), (BINARY_HW, DIGITS_BINARY)])
+def test_digits_accuracy_falls_at_low_weight_voltage(hw_path, workload, digits_test_set):
+    x, y = digits_test_set
+    graph = load_workload(workload)
+    acc = {}
+    for v in (1.0, 0.83):
+        mapping = plan(hardware(hw_path, v), graph)
+        ref = golden(mapping, {graph.inputs[0]: x})
+        res = trials(mapping, {graph.inputs[0]: x}, seeds=range(3), labels=y)
+        acc[v] = res["metrics"]["accuracy"]
+        assert res["metrics"]["golden_accuracy"]["mean"] > 0.9
+        one = corruption(ref, run_faulty(mapping, {graph.inputs[0]: x}, 0), graph, y)
+        assert set(one["layers"]) >= {"conv1", "conv2"}
+    assert acc[1.0]["std"] == 0 and acc[0.83]["mean"] < acc[1.0]["mean"]
+    print(workload.name, {v: round(a["mean"], 4) for v, a in acc.items()})
