@@ -171,6 +171,13 @@ class Cells:
         self.by_masks = buffer.error_model.mode == "persistent" and buffer.ecc == "none"
         self._masks: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}
         self.read_index = 0
+        self._ber: dict[float, float] = {}
+
+    def ber(self, voltage: float) -> float:
+        """The cells' BER at a voltage (remembered: a run has few voltages)."""
+        if voltage not in self._ber:
+            self._ber[voltage] = self.faults.ber(voltage)
+        return self._ber[voltage]
 
     def _spans(self, pieces: list[Piece]) -> list[Piece]:
         """Pieces cut where they cross the end of the buffer (they wrap to address 0)."""
@@ -202,7 +209,7 @@ class Cells:
         rows = stored.shape[0]
         counts["reads"] += rows * len(spans)
         counts["bytes"] += rows * sum(s.nbytes for s in spans)
-        if self.faults.ber(voltage) == 0.0:
+        if self.ber(voltage) == 0.0:
             return stored
         out = stored
         for off, nbytes, address in spans:
@@ -462,6 +469,18 @@ class _Run:
                                     pieces=list(pieces), stored=stored, read=out))
         return out
 
+    def error_free(self, lm: LayerMapping, buffer: str, pieces: list[Piece], rows: int) -> bool:
+        """True (and the reads counted) when the buffer's BER is 0 for this layer: nothing to
+        encode or read."""
+        voltage = self.hw.buffers[buffer].voltage_for(lm.name, lm.compute_index)
+        if self.cells[buffer].ber(voltage) != 0.0:
+            return False
+        counts = self.counts(lm.name, buffer)
+        spans = self.cells[buffer]._spans(pieces)
+        counts["reads"] += rows * len(spans)
+        counts["bytes"] += rows * sum(p.nbytes for p in spans)
+        return True
+
     def run_node(self, node: Node, env: dict[str, np.ndarray]) -> None:
         op = REGISTRY[node.op](node, self.graph, self.config)
         env.update(zip(node.outputs, op.run(*(env[i] for i in node.inputs)), strict=True))
@@ -554,6 +573,8 @@ class _Run:
             counts, hit = cache[key]
             _add_counts(self.counts(lm.name, buffer), counts)
             return hit
+        if not self.recording and self.error_free(lm, buffer, pieces, layer.inferences):
+            return (None, None)
         block = layer.w[g, k0:k1, n0:n1].astype(np.int64)  # (Kf, Nf)
         kind = _kind(layer.w_type)
         stored = encode(block.T.reshape(1, -1), lm.bits["weights"], kind)
@@ -584,6 +605,8 @@ class _Run:
             counts, hit = cache[key]
             _add_counts(self.counts(lm.name, buffer), counts)
             return hit
+        if not self.recording and self.error_free(lm, buffer, pieces, layer.inferences):
+            return None
         before = dict(self.counts(lm.name, buffer))
         region = ifmap_region(layer.gemm, layer.pads, fold.p, fold.k)
         values = layer.region_values(fold.group, region)
@@ -642,7 +665,7 @@ class _Run:
             if not layer.saturation_free(bias, accumulator.max):
                 self.inexact.append(layer.lm.name)
             total = np.clip(total, -accumulator.max - 1, accumulator.max)
-        return total.astype(acc.dtype)
+        return np.ascontiguousarray(total, dtype=acc.dtype)
 
     def _psums(self, lm, layer: _Layer, node: Node, ios: list[FoldIO], env: dict,
                buffer: str) -> None:
@@ -713,6 +736,8 @@ class _Run:
             pieces = io.stores.get("data")
             if not pieces:
                 continue
+            if not self.recording and self.error_free(lm, buffer, pieces, n_i):
+                continue
             gi, (p0, p1), (n0, n1) = fold.group, fold.p, fold.n
             block = yv[:, p0:p1, gi, n0:n1].astype(np.int64)
             stored = encode(block.reshape(n_i, -1), bits, kind)
@@ -728,7 +753,7 @@ class _Run:
                 back = back.transpose(0, 1, 3, 4, 2)
             else:
                 back = yv
-            env[name] = back.reshape(y.shape).astype(y.dtype)
+            env[name] = np.ascontiguousarray(back.reshape(y.shape), dtype=y.dtype)
 
 
 def _sub_pieces(pieces: list[Piece], offset: int, nbytes: int) -> list[Piece]:
