@@ -207,6 +207,62 @@ def test_conv_int16_paths_over_several_blocks(c, o, k, stride, group):
     np.testing.assert_array_equal(got, ref_accumulate(prods, bias, Accumulator(), 1))
 
 
+@st.composite
+def direct_conv_cases(draw):
+    """Ungrouped convolutions with short reductions and an even C * stride_x, the shapes of the
+    direct (broadcast) path: odd runs kw*C (a zero weight pairs with the next value), channel
+    counts that are not multiples of its 16, pixel counts not multiples of its 6, vertical
+    dilation, batches, 7x7 stems."""
+    sw = draw(st.integers(1, 3))
+    cg = draw(st.integers(1, 9))
+    cg += (cg * sw) % 2
+    og = draw(st.integers(1, 40))
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    dh = draw(st.integers(1, 2))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    strides = (draw(st.integers(1, 3)), sw)
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 15))
+    w = draw(st.integers(max(1, kw - pads[1] - pads[3]), 15))
+    nb = draw(st.integers(1, 2))
+    xt = draw(st.sampled_from(VALUE_TYPES[:4]))
+    wt = draw(st.sampled_from(VALUE_TYPES[:4]))
+    x = draw(tensor((nb, cg, h, w), xt))
+    wts = draw(tensor((og, cg, kh, kw), wt))
+    x_zp = draw(st.integers(xt[1], xt[2]))
+    w_zp = np.array([draw(st.integers(wt[1], wt[2])) for _ in range(og)], np.int64)
+    bias = draw(st.none() | tensor((og,), (np.int32, -(2**31), 2**31 - 1)))
+    return x, wts, x_zp, w_zp, bias, strides, pads, (dh, 1), 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(direct_conv_cases(), accumulators())
+def test_direct_conv_matches_reference(case, acc):
+    x, w, x_zp, w_zp, bias, strides, pads, dil, group = case
+    packed = pack_conv_weights(w, w_zp, group)
+    assert packed.direct is not None
+    got = conv2d_acc_packed(x, packed, x_zp, bias, strides, pads, dil, acc)
+    prods = ref_products(x, w, x_zp, w_zp, strides, pads, dil, group)
+    np.testing.assert_array_equal(got, ref_accumulate(prods, bias, acc, channel_axis=1))
+
+
+def test_direct_conv_rgb_stem():
+    """The ResNet stem (7x7, stride 2, 3 -> 64 channels) on a small image with u8 extremes,
+    through the direct path, equals the reference and the GEMM path."""
+    rng = np.random.default_rng(7)
+    x = rng.choice(np.array([0, 255], np.uint8), (2, 3, 23, 21))
+    w = rng.choice(np.array([-128, 127], np.int8), (67, 3, 7, 7))
+    zps = rng.integers(-3, 3, 67)
+    bias = rng.integers(-(2**31), 2**31 - 1, 67)
+    packed = pack_conv_weights(w, zps, 1)
+    assert packed.direct is not None
+    args = (128, bias, (2, 2), (3, 3, 3, 3), (1, 1))
+    got = conv2d_acc_packed(x, packed, *args)
+    prods = ref_products(x, w, 128, zps, (2, 2), (3, 3, 3, 3), (1, 1), 1)
+    np.testing.assert_array_equal(got, ref_accumulate(prods, bias, Accumulator(), 1))
+    packed.direct = None  # the fused im2col + GEMM path
+    np.testing.assert_array_equal(conv2d_acc_packed(x, packed, *args), got)
+
+
 def test_saturation_order_is_bias_then_k():
     """Clamping after every addition depends on the order; the documented one is bias, then k."""
     a = np.array([[100, 100, -100]], np.int16)

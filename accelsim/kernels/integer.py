@@ -165,6 +165,176 @@ _dot_tile = _make_dot_tile(False)
 _dot_tile_add = _make_dot_tile(True)
 
 
+# The register tile of the direct (broadcast) convolution: DIRECT_M output pixels by DIRECT_N
+# channels in 12 ymm accumulators of 8 channels each, over pairs of int16 reduction values.
+DIRECT_M = 6
+DIRECT_N = 16
+# Largest reduction (kh * kw * C/group) that takes the direct path: short reductions, where the
+# GEMM tile's horizontal sums would weigh as much as its loop (the RGB stem, K = 147).
+DIRECT_MAX_K = 512
+
+
+@intrinsic
+def _direct_tile(typingctx, img, bases, ib, offs, steps, bp, ibp, bias, n0, out, io, ldo):
+    """out[io + c*ldo + r] = bias[n0 + c] + sum over s < steps of the pair product of
+    img[bases[ib + r] + offs[s]] (one int32 word: two int16 values) and the two int16 values
+    bp[ibp + (s*DIRECT_N + c)*2 : +2], for the DIRECT_M x DIRECT_N tile (steps >= 1); int32
+    wrapping sums.
+
+    The word of each pixel is broadcast to all lanes and multiplied by the pairs of DIRECT_N
+    channels: sign-extended products of even and odd lanes added, which x86 selects as vpmaddwd
+    (checked with inspect_asm). Channels are in the vector lanes, so no horizontal sum is left
+    at the end; the tile is transposed by its stores.
+    """
+    int_args = (ib, steps, ibp, n0, io, ldo)
+    if not (
+        all(isinstance(t, types.Integer) for t in int_args)
+        and isinstance(img, types.Array)
+        and img.dtype == types.int32
+        and img.ndim == 1
+        and isinstance(bases, types.Array)
+        and bases.dtype == types.int64
+        and isinstance(offs, types.Array)
+        and offs.dtype == types.int64
+        and isinstance(bp, types.Array)
+        and bp.dtype == types.int16
+        and bp.ndim == 1
+        and isinstance(bias, types.Array)
+        and bias.dtype == types.int32
+        and isinstance(out, types.Array)
+        and out.dtype == types.int32
+        and out.ndim == 1
+    ):
+        return None
+    sig = types.void(img, bases, ib, offs, steps, bp, ibp, bias, n0, out, io, ldo)
+
+    def codegen(context, builder, signature, args):
+        i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
+        v16i16, v16i32, v8i32 = (
+            ir.VectorType(i16, 16),
+            ir.VectorType(i32, 16),
+            ir.VectorType(i32, 8),
+        )
+        v2i16 = ir.VectorType(i16, 2)
+
+        def data(k):
+            return context.make_array(signature.args[k])(context, builder, args[k]).data
+
+        img_d, bases_d, offs_d, bp_d, bias_d, out_d = (data(k) for k in (0, 1, 3, 5, 7, 9))
+        ib_, steps_, ibp_, n0_, io_, ldo_ = (
+            context.cast(builder, args[i], signature.args[i], types.int64)
+            for i in (2, 4, 6, 8, 10, 11)
+        )
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        halves = DIRECT_N // 8
+        pix = [
+            builder.gep(img_d, [builder.load(builder.gep(bases_d, [builder.add(ib_, const(r))]))])
+            for r in range(DIRECT_M)
+        ]
+        b_start = builder.gep(bp_d, [ibp_])
+        entry = builder.block
+        loop = builder.append_basic_block("direct_loop")
+        done = builder.append_basic_block("direct_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        step = builder.phi(i64)
+        step.add_incoming(const(0), entry)
+        sums = []
+        for _ in range(DIRECT_M * halves):
+            phi = builder.phi(v8i32)
+            phi.add_incoming(ir.Constant(v8i32, None), entry)
+            sums.append(phi)
+        off = builder.load(builder.gep(offs_d, [step]))
+        vb = []
+        for h in range(halves):
+            index = builder.add(builder.mul(step, const(2 * DIRECT_N)), const(16 * h))
+            ptr = builder.bitcast(builder.gep(b_start, [index]), v16i16.as_pointer())
+            vb.append(builder.sext(builder.load(ptr, align=2), v16i32))
+        even = ir.Constant(v8i32, list(range(0, 16, 2)))
+        odd = ir.Constant(v8i32, list(range(1, 16, 2)))
+        splat = ir.Constant(v16i32, [i % 2 for i in range(16)])
+        updated = []
+        for r in range(DIRECT_M):
+            word = builder.load(builder.gep(pix[r], [off]), align=4)
+            pair = builder.bitcast(word, v2i16)
+            va = builder.sext(builder.shuffle_vector(pair, pair, splat), v16i32)
+            for h in range(halves):
+                prod = builder.mul(va, vb[h])
+                pairs = builder.add(
+                    builder.shuffle_vector(prod, prod, even),
+                    builder.shuffle_vector(prod, prod, odd),
+                )
+                updated.append(builder.add(sums[r * halves + h], pairs))
+        nxt = builder.add(step, const(1))
+        step.add_incoming(nxt, loop)
+        for phi, value in zip(sums, updated, strict=True):
+            phi.add_incoming(value, loop)
+        builder.cbranch(builder.icmp_signed("<", nxt, steps_), loop, done)
+        builder.position_at_end(done)
+        for h in range(halves):
+            ptr = builder.bitcast(
+                builder.gep(bias_d, [builder.add(n0_, const(8 * h))]), v8i32.as_pointer()
+            )
+            b_vec = builder.load(ptr, align=4)
+            for r in range(DIRECT_M):
+                total = builder.add(updated[r * halves + h], b_vec)
+                for lane in range(8):
+                    c = 8 * h + lane
+                    index = builder.add(io_, builder.add(builder.mul(ldo_, const(c)), const(r)))
+                    value = builder.extract_element(total, ir.Constant(i32, lane))
+                    builder.store(value, builder.gep(out_d, [index]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, parallel=True)
+def _conv_direct(img, bases, offs, bp, bias, out):
+    """out[n, m] = bias[n] + the direct convolution of pixel m (its word offset bases[m] in img)
+    with channel n, by _direct_tile over DIRECT_M pixels x DIRECT_N channels; bp is
+    (N / DIRECT_N, steps, DIRECT_N, 2), bias (N padded to DIRECT_N), bases padded to a multiple
+    of DIRECT_M. out (N, M) is not padded: partial tiles go through a small buffer."""
+    n_rows, m_rows = out.shape
+    n_blocks, steps = bp.shape[0], bp.shape[1]
+    m_tiles = bases.size // DIRECT_M
+    tiles_per_item = 8
+    items = (m_tiles + tiles_per_item - 1) // tiles_per_item
+    bf = bp.reshape(-1)
+    of = out.reshape(-1)
+    for t in numba.prange(items):
+        tail = np.empty(DIRECT_M * DIRECT_N, np.int32)
+        for mt in range(t * tiles_per_item, min((t + 1) * tiles_per_item, m_tiles)):
+            m = mt * DIRECT_M
+            for nb in range(n_blocks):
+                n = nb * DIRECT_N
+                ibp = nb * steps * DIRECT_N * 2
+                if m + DIRECT_M <= m_rows and n + DIRECT_N <= n_rows:
+                    _direct_tile(
+                        img, bases, m, offs, steps, bf, ibp, bias, n, of, n * m_rows + m, m_rows
+                    )
+                else:
+                    _direct_tile(img, bases, m, offs, steps, bf, ibp, bias, n, tail, 0, DIRECT_M)
+                    for c in range(min(DIRECT_N, n_rows - n)):
+                        for r in range(min(DIRECT_M, m_rows - m)):
+                            of[(n + c) * m_rows + m + r] = tail[c * DIRECT_M + r]
+
+
+@njit(cache=True)
+def _direct_bases(nb, oh, ow, hp, line, sh, sw_cg, out):
+    """out[m] = the int32 word offset, in the padded channels-last image, of the first tap of
+    output pixel m = (n*oh + oy)*ow + ox; padding entries point at word 0."""
+    out[:] = 0
+    for n in range(nb):
+        for oy in range(oh):
+            row = ((n * hp + oy * sh) * line) // 2
+            dst = out[(n * oh + oy) * ow : (n * oh + oy + 1) * ow]
+            for ox in range(ow):
+                dst[ox] = row + (ox * sw_cg) // 2
+
+
 @njit(cache=True, parallel=True)
 def _im2col(x, zero_point, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
     """out[g, n*oh*ow + p, (c, ky, kx)] = x - zero_point; out is zeroed, so padded taps and the
@@ -578,6 +748,10 @@ class PackedWeights:
         if self.span <= INT16_MAX:
             og = self.channels // group
             self.b16 = self._pack(np.int16, _round_up(og, TILE_N), _round_up(self.k_len, LANES))
+        self.direct: np.ndarray | None = None
+        if kind == "conv" and group == 1 and self.b16 is not None and self.k_len <= DIRECT_MAX_K:
+            self.direct = _pack_direct(self.source, self.zero_points)
+            self.direct.flags.writeable = False
         self.zero_points.flags.writeable = False
 
     def _pack(self, dtype: type, rows: int, cols: int) -> np.ndarray:
@@ -600,7 +774,21 @@ class PackedWeights:
 
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in (self.b16, self._b64) if b is not None)
+        return sum(b.nbytes for b in (self.b16, self._b64, self.direct) if b is not None)
+
+
+def _pack_direct(w: np.ndarray, zero_points: np.ndarray) -> np.ndarray:
+    """The weights of _conv_direct: bp[n // DIRECT_N, ky*P + j, n % DIRECT_N, e] = the centred
+    weight of channel n at position 2j + e of kernel row ky, a run of kw*C values in (kx, c)
+    order padded with a 0 to 2P; channels padded to a multiple of DIRECT_N with zeros."""
+    o_ch, cg, kh, kw = w.shape
+    run = kw * cg
+    pairs = -(-run // 2)
+    wc = w.astype(np.int64) - zero_points.reshape(-1, 1, 1, 1)
+    rows = np.zeros((_round_up(o_ch, DIRECT_N), kh, 2 * pairs), np.int16)
+    rows[:o_ch, :, :run] = wc.transpose(0, 2, 3, 1).reshape(o_ch, kh, run)
+    bp = rows.reshape(-1, DIRECT_N, kh * pairs, 2).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(bp)
 
 
 def _broadcast_zero_points(zero_points: np.ndarray, channels: int) -> np.ndarray:
@@ -688,7 +876,27 @@ def conv2d_acc_packed(
         return xp
 
     gemm16 = None
-    if packed.b16 is not None and packed.b16[0].nbytes <= B_BLOCK_BYTES:
+    if packed.direct is not None and dw == 1 and (sw * cg) % 2 == 0:
+        # short reduction: direct convolution from the channels-last image, no im2col
+        def gemm16(b: np.ndarray, bias: np.ndarray) -> np.ndarray:
+            hp, wp = h + pt + pb, wd + pl + pr
+            wp += (wp * channels) % 2  # an even row length: every tap run starts on a word
+            line = wp * channels
+            flat = np.zeros(nb * hp * line + 2, np.int16)  # a spare word for odd runs
+            _pad_centre_hwc(xc, zp, pt, pl, flat[:-2].reshape(nb, hp, wp, channels))
+            img = flat.view(np.int32)
+            pairs = -(-(kw * cg) // 2)
+            offs = (np.arange(kh)[:, None] * (dh * line // 2) + np.arange(pairs)).reshape(-1)
+            m_rows = nb * oh * ow
+            bases = np.empty(_round_up(m_rows, DIRECT_M), np.int64)
+            _direct_bases(nb, oh, ow, hp, line, sh, sw * cg, bases)
+            bias32 = np.zeros(packed.direct.shape[0] * DIRECT_N, np.int32)
+            bias32[:og] = bias[0].astype(np.int32)
+            out = np.empty((1, og, m_rows), np.int32)
+            _conv_direct(img, bases, offs.astype(np.int64), packed.direct, bias32, out[0])
+            return out
+
+    elif packed.b16 is not None and packed.b16[0].nbytes <= B_BLOCK_BYTES:
         # b fits L2: im2col fused into the GEMM, FUSED_A_BYTES of rows of a per work item
         k_pad = packed.b16.shape[2]
         rows_per_block = max(TILE_M, FUSED_A_BYTES // (2 * k_pad) // TILE_M * TILE_M)
