@@ -393,14 +393,22 @@ def test_ops_pack_constant_weights_once_across_runs(monkeypatch, bipolar):
     w = rng.choice(sign, (4, 3, 3, 3)) if bipolar else rng.integers(-5, 5, (4, 3, 3, 3))
     w = w.astype(np.int8)
     conv_attrs = dict(
-        strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), group=1,
-        x_zero_point=0, w_zero_point=np.zeros(4, np.int64),
+        strides=(1, 1),
+        pads=(1, 1, 1, 1),
+        dilations=(1, 1),
+        group=1,
+        x_zero_point=0,
+        w_zero_point=np.zeros(4, np.int64),
     )
     b = w.reshape(4, -1).T.copy()
     cases = [
         ("Conv", w, conv_attrs, lambda: rng.choice(sign, (1, 3, 5, 5))),
-        ("MatMul", b, dict(a_zero_point=0, b_zero_point=np.zeros(4)),
-            lambda: rng.choice(sign, (6, 27))),
+        (
+            "MatMul",
+            b,
+            dict(a_zero_point=0, b_zero_point=np.zeros(4)),
+            lambda: rng.choice(sign, (6, 27)),
+        ),
     ]
     for op, weights, attrs, make_x in cases:
         graph = _one_node_graph(op, weights, attrs, bipolar)
@@ -632,9 +640,9 @@ def test_binary_tile_without_avx2_matches(monkeypatch):
 
         @njit
         def run(out, tile=tile):
-            tile(planes, 0, offsets, 0, steps, widx, 0, steps, binary.TABLE, out, 0, 64)
+            tile(planes, 0, offsets, 0, steps, widx, 0, steps, binary.TABLE, out, 0, 64, 4 * steps)
 
-        out = np.zeros(binary.COLS * 64, np.int32)
+        out = np.full(binary.COLS * 64, -7, np.int32)
         run(out)
         counts[avx2] = out
     want = [
@@ -642,7 +650,7 @@ def test_binary_tile_without_avx2_matches(monkeypatch):
         for c in range(binary.COLS)
         for p in range(64)
     ]
-    np.testing.assert_array_equal(counts[True], np.sum(want, axis=1))
+    np.testing.assert_array_equal(counts[True], 4 * steps - 2 * np.sum(want, axis=1))
     np.testing.assert_array_equal(counts[False], counts[True])
 
 

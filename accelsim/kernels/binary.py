@@ -75,15 +75,18 @@ def _make_count_tile(rows):
         out,
         o_base,
         ldo,
+        k_len,
     ):
-        """out[o_base + c*ldo + r*32 + p] += popcount over steps j in [j_start, j_stop) of
-        table[widx[w_base + c*ldw + j] / 4][planes[a_base + r*32 + p + offsets[j]]], that is the
-        differing bits of pixel r*32 + p and channel c; j_stop - j_start is in [1, K_CHUNK].
+        """out[o_base + c*ldo + r*32 + p] = k_len - 2 * popcount over steps j in
+        [j_start, j_stop) of table[widx[w_base + c*ldw + j] / 4][planes[a_base + r*32 + p +
+        offsets[j]]], the count being the differing bits of pixel r*32 + p and channel c: the
+        xnor-popcount sum of +-1 values, padding ignored. When j_start > 0 (a later chunk of
+        K) the -2 * popcount is added to out instead. j_stop - j_start is in [1, K_CHUNK].
 
         LLVM IR, because numba cannot express vpshufb; without AVX2 the lookup becomes a generic
         ctpop of the xor.
         """
-        ints = (a_base, j_start, j_stop, w_base, ldw, o_base, ldo)
+        ints = (a_base, j_start, j_stop, w_base, ldw, o_base, ldo, k_len)
         u8_arrays = (planes, widx, table)
         if not (
             all(isinstance(t, types.Integer) for t in ints)
@@ -95,7 +98,19 @@ def _make_count_tile(rows):
         ):
             return None
         sig = types.void(
-            planes, a_base, offsets, j_start, j_stop, widx, w_base, ldw, table, out, o_base, ldo
+            planes,
+            a_base,
+            offsets,
+            j_start,
+            j_stop,
+            widx,
+            w_base,
+            ldw,
+            table,
+            out,
+            o_base,
+            ldo,
+            k_len,
         )
         avx2 = _has_avx2()
 
@@ -108,9 +123,9 @@ def _make_count_tile(rows):
                 return context.make_array(signature.args[k])(context, builder, args[k]).data
 
             a_data, off_data, w_data, t_data, o_data = data(0), data(2), data(5), data(8), data(9)
-            a_base_, j0, j1, w_base_, ldw_, o_base_, ldo_ = (
+            a_base_, j0, j1, w_base_, ldw_, o_base_, ldo_, k_len_ = (
                 context.cast(builder, args[i], signature.args[i], types.int64)
-                for i in (1, 3, 4, 6, 7, 10, 11)
+                for i in (1, 3, 4, 6, 7, 10, 11, 12)
             )
 
             def const(v, ty=i64):
@@ -196,6 +211,11 @@ def _make_count_tile(rows):
             builder.cbranch(builder.icmp_signed("<", stop, j1), chunk, done)
 
             builder.position_at_end(done)
+            k32 = builder.trunc(k_len_, i32)
+            k_vec = builder.insert_element(ir.Constant(v32i32, None), k32, const(0, i32))
+            k_vec = builder.shuffle_vector(k_vec, k_vec, ir.Constant(v32i32, None))
+            is_first = builder.icmp_signed("==", j0, const(0))
+            one = ir.Constant(v32i32, [1] * PIXELS)
             interleave = ir.Constant(
                 v32i32, [i // 2 + (PIXELS // 2) * (i % 2) for i in range(PIXELS)]
             )
@@ -208,7 +228,8 @@ def _make_count_tile(rows):
                         o_base_, builder.add(builder.mul(ldo_, const(c)), const(PIXELS * r))
                     )
                     ptr = builder.bitcast(builder.gep(o_data, [index]), v32i32.as_pointer())
-                    builder.store(builder.add(builder.load(ptr, align=4), counts), ptr, align=4)
+                    init = builder.select(is_first, k_vec, builder.load(ptr, align=4))
+                    builder.store(builder.sub(init, builder.shl(counts, one)), ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -340,9 +361,10 @@ def _padding_sums(wsum, kh, kw):
 
 
 @njit(cache=True, parallel=True)
-def _xnor_counts(planes, offsets, widx, table, blocks, out):
-    """out[n, g, o, p] = differing bits of output pixel p (phase grid) and filter o, for p below
-    blocks * 32; out is zeroed. Work items are (image, ROWS blocks, CHANNEL_CHUNK channels)."""
+def _xnor_counts(planes, offsets, widx, table, blocks, k_len, out):
+    """out[n, g, o, p] = k_len - 2 * the differing bits of output pixel p (phase grid) and filter
+    o, for p below blocks * 32 (padded taps counted as -1); out need not be initialised. Work
+    items are (image, ROWS blocks, CHANNEL_CHUNK channels)."""
     nb, groups, n_planes, plane_len = planes.shape
     og_pad, k_steps = widx.shape[1], widx.shape[2]
     m_pad = out.shape[3]
@@ -377,6 +399,7 @@ def _xnor_counts(planes, offsets, widx, table, blocks, out):
                         of,
                         o_base,
                         m_pad,
+                        k_len,
                     )
                 elif rows == 2:
                     _count_tile_2(
@@ -392,6 +415,7 @@ def _xnor_counts(planes, offsets, widx, table, blocks, out):
                         of,
                         o_base,
                         m_pad,
+                        k_len,
                     )
                 else:
                     _count_tile_1(
@@ -407,33 +431,64 @@ def _xnor_counts(planes, offsets, widx, table, blocks, out):
                         of,
                         o_base,
                         m_pad,
+                        k_len,
                     )
 
 
-@njit(cache=True, parallel=True)
-def _finish(counts, sat, kh, kw, k_len, h, w, sh, sw, pt, pl, dh, dw, ws, out):
-    """out[n, o, oy, ox] = k_len - 2 * counts + the weights of the taps that fall in the padding
-    (all taps minus the rectangle of valid ones, from `sat`, the weights' _padding_sums)."""
-    nb, o_ch, oh, ow = out.shape
-    og = o_ch // counts.shape[1]
+@njit(cache=True)
+def _edge_pixels(oh, ow, kh, kw, h, w, sh, sw, pt, pl, dh, dw):
+    """(E, 5): [oy*ow + ox, y_lo, y_hi, x_lo, x_hi] for each output pixel whose window of valid
+    taps [y_lo, y_hi) x [x_lo, x_hi) is not the whole kernel (some taps fall in the padding)."""
     x_taps = np.empty((ow, 2), np.int64)
+    n_edge_cols = 0
     for ox in range(ow):
         x_taps[ox] = _valid_taps(ox * sw - pl, dw, kw, w)
-    all_cols = np.arange(ow)
-    edge_cols = all_cols[x_taps[:, 1] - x_taps[:, 0] < kw]
+        n_edge_cols += x_taps[ox, 1] - x_taps[ox, 0] < kw
+    count = 0
+    for oy in range(oh):
+        y_lo, y_hi = _valid_taps(oy * sh - pt, dh, kh, h)
+        count += ow if y_hi - y_lo < kh else n_edge_cols
+    edges = np.empty((count, 5), np.int64)
+    e = 0
+    for oy in range(oh):
+        y_lo, y_hi = _valid_taps(oy * sh - pt, dh, kh, h)
+        for ox in range(ow):
+            x_lo, x_hi = x_taps[ox, 0], x_taps[ox, 1]
+            if y_hi - y_lo < kh or x_hi - x_lo < kw:
+                edges[e, 0] = oy * ow + ox
+                edges[e, 1], edges[e, 2], edges[e, 3], edges[e, 4] = y_lo, y_hi, x_lo, x_hi
+                e += 1
+    return edges
+
+
+@njit(cache=True, parallel=True)
+def _finish(values, sat, edges, ws, out):
+    """out[n, o, oy, ox] = values (the phase-grid sums of _xnor_counts, padded taps counted as
+    -1) + the weights of the taps that fall in the padding (all taps minus the rectangle of
+    valid ones, from `sat`, the weights' _padding_sums), for the pixels listed in `edges`."""
+    nb, o_ch, oh, ow = out.shape
+    og = o_ch // values.shape[1]
+    kh, kw = sat.shape[1] - 1, sat.shape[2] - 1
     for t in numba.prange(nb * o_ch):
         n, oc = t // o_ch, t % o_ch
         s = sat[oc]
-        for oy in range(oh):
-            src = counts[n, oc // og, oc % og, oy * ws : oy * ws + ow]
-            dst = out[n, oc, oy]
-            for ox in range(ow):
-                dst[ox] = k_len - 2 * src[ox]
-            y_lo, y_hi = _valid_taps(oy * sh - pt, dh, kh, h)
-            for ox in edge_cols if y_hi - y_lo == kh else all_cols:
-                x_lo, x_hi = x_taps[ox, 0], x_taps[ox, 1]
-                valid = s[y_hi, x_hi] - s[y_lo, x_hi] - s[y_hi, x_lo] + s[y_lo, x_lo]
-                dst[ox] += s[kh, kw] - valid
+        src = values[n, oc // og, oc % og]
+        dst = out[n, oc].reshape(-1)
+        if ow >= 16:
+            for oy in range(oh):
+                a = src[oy * ws : oy * ws + ow]
+                b = dst[oy * ow : oy * ow + ow]
+                for i in range(ow):
+                    b[i] = a[i]
+        else:
+            for oy in range(oh):
+                for ox in range(ow):
+                    dst[oy * ow + ox] = src[oy * ws + ox]
+        total = s[kh, kw]
+        for e in range(edges.shape[0]):
+            y_lo, y_hi, x_lo, x_hi = edges[e, 1], edges[e, 2], edges[e, 3], edges[e, 4]
+            valid = s[y_hi, x_hi] - s[y_lo, x_hi] - s[y_hi, x_lo] + s[y_lo, x_lo]
+            dst[edges[e, 0]] += total - valid
 
 
 def _round_up(v: int, multiple: int) -> int:
@@ -541,12 +596,11 @@ def binary_conv2d_acc_packed(
     _nibble_planes(x, group, sh, sw, pt, pl, ws, planes)
     offsets = np.empty(kh * kw * cn, np.int64)
     _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets)
-    counts = np.zeros((nb, group, packed.widx.shape[1], blocks * PIXELS), np.int32)
-    _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, counts)
+    values = np.empty((nb, group, packed.widx.shape[1], blocks * PIXELS), np.int32)
+    _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, cg * kh * kw, values)
     out = np.empty((nb, o_ch, oh, ow), np.int32)
-    _finish(
-        counts, packed.padding_sums, kh, kw, cg * kh * kw, h, wd, sh, sw, pt, pl, dh, dw, ws, out
-    )
+    edges = _edge_pixels(oh, ow, kh, kw, h, wd, sh, sw, pt, pl, dh, dw)
+    _finish(values, packed.padding_sums, edges, ws, out)
     return out
 
 
