@@ -342,21 +342,24 @@ def _map_compute(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[
     row_ext, col_ext, stream = gemm.dims(df)
     n_i, n_j = -(-row_ext // rows_hw), -(-col_ext // cols_hw)
     accumulate = df in ("ws", "is")
+    segments = _stream_segments(hw, bufs, df, stream, bits)
+    row_rngs = [(i * rows_hw, min(row_ext, (i + 1) * rows_hw)) for i in range(n_i)]
+    col_rngs = [(j * cols_hw, min(col_ext, (j + 1) * cols_hw)) for j in range(n_j)]
+    # Resident blocks are stored side by side, each with its own halo, so the ifmap fits only
+    # if all its distinct blocks do.
     totals = {
-        "ifmap": gemm.groups * _bytes(gemm.batch * gemm.in_c * gemm.in_h * gemm.in_w,
-                                      bits["ifmap"]),
+        "ifmap": gemm.groups * sum(
+            _bytes(gemm.ifmap_footprint(*p, *k), bits["ifmap"])
+            for p, k in _ifmap_blocks(df, gemm, row_rngs, col_rngs, segments)),
         "weights": gemm.groups * _bytes(gemm.k * gemm.n, bits["weights"]),
     }
     layer.resident = {r: totals[r] <= bufs.capacity[r] for r in totals}
-    segments = _stream_segments(hw, bufs, df, stream, bits)
     shapes = {seg: _FoldShapes(hw, bufs, name, df, seg[1] - seg[0], bits) for seg in segments}
     addr = {r: _Address(bufs.slot(r)) for r in ROLES}
     resident_at: dict[str, dict[tuple, int]] = {"ifmap": {}, "weights": {}}
     last_key: dict[str, tuple | None] = {"ifmap": None, "weights": None}
     depends = BLOCK_DEPENDS[df]
     streamed_role = {"ws": "ifmap", "is": "weights", "os": None}[df]
-    row_rngs = [(i * rows_hw, min(row_ext, (i + 1) * rows_hw)) for i in range(n_i)]
-    col_rngs = [(j * cols_hw, min(col_ext, (j + 1) * cols_hw)) for j in range(n_j)]
     full_k = (0, gemm.k)
     footprints: dict[tuple, int] = {}
     fold_no = 0
@@ -401,6 +404,15 @@ def _map_compute(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[
                     fold_no += 1
     layer.sram_reads, layer.sram_writes = _sum_accesses(bufs, shapes.values())
     return layer
+
+
+def _ifmap_blocks(df, gemm, row_rngs, col_rngs, segments) -> list[tuple[tuple, tuple]]:
+    """The distinct (p-range, k-range) ifmap blocks of one group, as the folds load them."""
+    if df == "ws":
+        return [(seg, r) for seg in segments for r in row_rngs]
+    if df == "os":
+        return [(r, (0, gemm.k)) for r in row_rngs]
+    return [(c, r) for c in col_rngs for r in row_rngs]
 
 
 def _stream_segments(hw, bufs, df, stream, bits) -> list[tuple[int, int]]:

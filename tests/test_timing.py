@@ -699,3 +699,24 @@ def test_cli_run_prints_a_table(capsys):
                                      "--json")
     total = json.loads(json_out)["totals"]["cycles"]
     assert f"{total:,} cycles" in out
+
+
+@pytest.mark.parametrize("hw_name", ["edge_int8_16x16.yaml", "binary_lowvolt.yaml",
+                                     "eyeriss_like_12x14.yaml"])
+@pytest.mark.parametrize("workload", ["digits_cnn_int8_qdq.onnx", "digits_binary_qonnx.onnx",
+                                      "alexnet.csv"])
+@pytest.mark.parametrize("kib", [None, 0.25, 1])
+def test_every_transfer_lies_inside_its_buffer(hw_name, workload, kib):
+    """The fault model corrupts a value with the cells at its address: none may fall outside
+    (small buffers make resident blocks with halos crowd the end of the buffer)."""
+    from accelsim.mapping import plan
+
+    sizes = {} if kib is None else {f"buffers.{b}.size_kib": kib for b in BUFFERS}
+    try:
+        hw = accelsim.load_hardware(HWCONFIGS / hw_name, sizes)
+        mapping = plan(hw, accelsim.load_workload(WORKLOADS / workload))
+    except HardwareError:
+        return  # too small for one fold: another test checks that error
+    for step in mapping.steps:
+        for t in step.loads + step.stores:
+            assert 0 <= t.address and t.address + t.nbytes <= hw.buffers[t.buffer].size_bytes, t
