@@ -193,18 +193,22 @@ def test_matmul_long_reduction_spans_several_blocks_of_b():
     [(3, 5, 7, 2, 1), (100, 5, 3, 1, 1), (40, 6, 3, 1, 2), (200, 130, 3, 1, 1)],
 )
 def test_conv_int16_paths_over_several_blocks(c, o, k, stride, group):
-    """Shapes that take the fused im2col + GEMM over several row blocks (with a partial last
-    tile of rows and of channels), the RGB-stem runs of 21 values, and a b too large for the
-    fused path (the K-blocked GEMM)."""
+    """Shapes that take the direct path and, without it, the fused im2col + GEMM over several
+    row blocks (with a partial last tile of rows and of channels), the RGB-stem runs of 21
+    values, and a b too large for the fused path (the K-blocked GEMM)."""
     rng = np.random.default_rng(c + o)
     x = rng.integers(0, 256, (2, c, 13, 11)).astype(np.uint8)
     w = rng.integers(-128, 128, (o, c // group, k, k)).astype(np.int8)
     zps = rng.integers(-3, 3, o)
     bias = rng.integers(-1000, 1000, o)
     pads = (k // 2, 1, k // 2, 0)
-    got = conv2d_acc(x, w, 77, zps, bias, (stride, stride), pads, (1, 1), group)
     prods = ref_products(x, w, 77, zps, (stride, stride), pads, (1, 1), group)
-    np.testing.assert_array_equal(got, ref_accumulate(prods, bias, Accumulator(), 1))
+    want = ref_accumulate(prods, bias, Accumulator(), 1)
+    packed = pack_conv_weights(w, zps, group)
+    args = (77, bias, (stride, stride), pads, (1, 1))
+    np.testing.assert_array_equal(conv2d_acc_packed(x, packed, *args), want)
+    packed.direct = None  # the im2col GEMM paths that ungrouped shapes take without it
+    np.testing.assert_array_equal(conv2d_acc_packed(x, packed, *args), want)
 
 
 @st.composite
