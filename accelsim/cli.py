@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,14 +58,18 @@ def cmd_info(args) -> int:
     return 0
 
 
-def load_inputs(graph, path: str | None, seed: int) -> dict[str, np.ndarray]:
-    """Inputs from an .npz named after the graph's inputs, or seeded random data of their type."""
+def load_inputs(graph, path: str | None,
+                seed: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Inputs (and labels, if any) from an .npz named after the graph's inputs, or seeded random
+    data of their type (no labels)."""
     if path:
         try:
             with np.load(path) as data:
-                return {k: data[k] for k in data.files if k != "labels"}
+                arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: cannot read inputs ({e})") from None
+        labels = arrays.pop("labels", None)
+        return arrays, labels
     rng = np.random.default_rng(seed)
     inputs = {}
     for name in graph.inputs:
@@ -73,7 +78,7 @@ def load_inputs(graph, path: str | None, seed: int) -> dict[str, np.ndarray]:
             inputs[name] = rng.random(t.shape, dtype=np.float32)
         else:
             inputs[name] = rng.integers(t.type.min, t.type.max + 1, t.shape).astype(t.type.storage)
-    return inputs
+    return inputs, None
 
 
 def _kib(nbytes: int) -> str:
@@ -119,32 +124,77 @@ def cmd_run(args) -> int:
     # numerics run only when the toggle energy model asks for data.
     csv = str(args.workload).lower().endswith(".csv")
     timing_only = args.timing_only or (csv and hw.energy.model != "toggles")
-    inputs = None if timing_only else load_inputs(graph, args.input, args.seed)
-    result = simulate(hw, graph, inputs, seed=args.seed)
+    inputs, labels = (None, None) if timing_only else load_inputs(graph, args.input, args.seed)
+    with _progress("fault trials", args.trials) as progress:
+        result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
+                          progress=progress)
     if args.json:
         print(result.to_json())
         return 0
     h = result.hardware
     print(f"{graph.name} on {hw.name}: {h['rows']}x{h['cols']} {h['dataflow']} array at "
-          f"{hw.clock_mhz:g} MHz")
+          f"{hw.clock_mhz:g} MHz; cycles and energy of one pass of the graph's own batch")
     print_timing(result)
     t = result.totals
     print(f"total: {t.cycles:,} cycles = {t.latency_s * 1e3:.4g} ms at {hw.clock_mhz:g} MHz; "
           f"stalls {t.stall_cycles:,} ({100 * t.stall_cycles / max(t.cycles, 1):.1f} %); "
           f"utilisation {100 * t.utilisation:.1f} %")
     parts = sorted(t.energy_breakdown_pj.items(), key=lambda kv: -kv[1])
-    print(f"energy: {t.energy_pj / 1e6:.4g} uJ per run, {t.energy_per_inference_pj / 1e6:.4g} uJ "
-          f"per inference, average power {t.average_power_mw:.4g} mW; by component: "
+    print(f"energy: {t.energy_per_inference_pj / 1e6:.4g} uJ per inference, average power "
+          f"{t.average_power_mw:.4g} mW; by component: "
           + ", ".join(f"{k} {100 * v / t.energy_pj:.1f} %" for k, v in parts if v)
           if t.energy_pj else "energy: 0")
     if result.outputs is not None:
         source = args.input or f"seeded random data (seed {args.seed})"
         print(f"executed bit-accurately on {source}: "
               + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in result.outputs.items()))
+        print_corruption(result.corruption)
     else:
-        print("numerics not run (timing only)")
-    print("corruption: not modelled yet")
+        print("numerics not run (timing only): no corruption figures")
     return 0
+
+
+def _fmt(summary: dict, scale: float = 1.0, unit: str = "") -> str:
+    """mean [95% interval] of a trials() summary; a null mean is no error (e.g. infinite SNR)."""
+    mean = summary["mean"]
+    if mean is None:
+        return "no error"
+    text = f"{scale * mean:.4g}{unit}"
+    lo, hi = summary["ci95"]
+    if summary["n"] > 1 and lo is not None:
+        text += f" [{scale * lo:.4g}, {scale * hi:.4g}]"
+    return text
+
+
+def print_corruption(c: dict) -> None:
+    """The corruption figures of a Result (mean and 95% interval over the trials)."""
+    m = c["metrics"]
+    print(f"corruption over {c['trials']} trial(s) (mean [95% interval]): "
+          f"bits flipped {_fmt(m['bits_flipped'])}, outputs changed "
+          f"{_fmt(m['fraction_changed'], 100, ' %')}, SNR {_fmt(m['snr_db'], 1, ' dB')}, "
+          f"max |error| {_fmt(m['max_abs_error'])}, top-1 agreement "
+          f"{_fmt(m['top1_agreement'], 100, ' %')}")
+    if "accuracy" in m:
+        print(f"accuracy {_fmt(m['accuracy'], 100, ' %')} (fault-free "
+              f"{_fmt(m['golden_accuracy'], 100, ' %')})")
+    flips = c["per_trial"][0]["bits_flipped_by_buffer"] if c["per_trial"] else {}
+    if any(flips.values()):
+        print("first trial, bits flipped by buffer: "
+              + ", ".join(f"{b} {n:,}" for b, n in flips.items()))
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int):
+    """A progress line on a terminal's stderr for runs of several trials; silent otherwise."""
+    if total < 2 or not sys.stderr.isatty():
+        yield None
+        return
+
+    def show(done: int, total: int) -> None:
+        print(f"\r{what}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr,
+              flush=True)
+
+    yield show
 
 
 def cmd_validate(args) -> int:
@@ -185,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
                    help="override a hardware field, e.g. buffers.weights.voltage_v=0.8")
     r.add_argument("--input", help=".npz with arrays named after the graph inputs")
     r.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    r.add_argument("--trials", type=int, default=1,
+                   help="Monte Carlo fault trials (seeds seed, seed+1, ...); mean and 95%% "
+                        "interval")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.add_argument("--timing-only", action="store_true",
                    help="time the network without running its numerics (always so for CSV)")

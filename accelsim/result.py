@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: energy
+SCHEMA_VERSION = 3  # 2: energy; 3: toggles, corruption
 
 
 @dataclass
@@ -70,6 +70,9 @@ class Result:
     layers: list[LayerRecord]
     accelsim_version: str
     not_modelled: list[str] = field(default_factory=lambda: ["corruption"])
+    # With inputs: corruption against the golden run, Monte Carlo over trials (accelsim/inject.py
+    # `trials`: per metric mean, std, ci95; per layer; per trial). null SNR/spread: no error.
+    corruption: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     # The graph's outputs when the simulation ran on inputs (arrays; not part of the JSON).
     outputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)

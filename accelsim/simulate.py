@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
 from pathlib import Path
 from typing import Any
@@ -111,8 +113,13 @@ def simulate(
     graph: Graph | str | Path,
     inputs: MappingABC[str, np.ndarray] | None = None,
     seed: int = 0,
+    trials: int = 1,
+    labels: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Result:
-    """Simulate `graph` on `hw`: cycles and stalls per layer; with inputs, the outputs too.
+    """Simulate `graph` on `hw`: cycles, stalls and energy per layer; with inputs, the outputs
+    and their corruption by the buffers' faults over `trials` seeds (seed, seed + 1, ...),
+    with accuracy when labels are given. progress(done, total) is called after each trial.
 
     energy.model toggles needs the inputs: it executes the graph and charges the MACs by the bit
     toggles of the executed operands and partial sums (accelsim/energy.py, kernels/toggles.py).
@@ -140,4 +147,24 @@ def simulate(
         result = gather(mapping, timing, account(mapping, timing), seed)
     if env is not None:
         result.outputs = {name: env[name] for name in graph.outputs}
+        if trials < 1:
+            raise InputError(f"trials must be at least 1, got {trials}")
+        from accelsim.inject import trials as fault_trials
+
+        report = fault_trials(mapping, inputs, range(seed, seed + trials), labels, progress)
+        result.corruption = json_safe(report)
+        result.not_modelled = []
     return result
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: numpy scalars to Python, non-finite floats (inf SNR: no error) to None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
