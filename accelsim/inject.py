@@ -28,10 +28,10 @@ sub-byte values share bytes (int4: two per byte, the first in the low nibble; bi
 - ofmap blocks (final stores of a fold's outputs, partial-sum spills and reloads): (p, n) with n
   fastest, p over [p0, p1) and n over [n0, n1) of group g (channel g * N + n), at the ofmap's
   bits (the stored tensor's type; partial sums at the accumulator's bits).
-- vector-unit layers: their inputs read from the ifmap buffer at their load's address, one
-  tensor after another (each from a byte boundary, in the order of the layer's nodes' inputs),
-  each tensor whole in its C order (NCHW); their outputs likewise at their store's address in the
-  ofmap buffer.
+- vector-unit layers: their inputs read from the ifmap buffer through their loads' pieces (in
+  step order, as a fold's), one tensor after another (each from a byte boundary, in the order
+  of the layer's nodes' inputs), each tensor whole in its C order (NCHW); their outputs likewise
+  through their stores' pieces in the ofmap buffer.
 
 Which reads. A compute layer's fold reads its ifmap and weights blocks from the copies it
 loaded: a block that is not reloaded (resident, or reused by consecutive folds) is the copy an
@@ -513,18 +513,18 @@ class _Run:
         inputs = [t for n in nodes for t in n.inputs
                   if t not in produced and not self.graph.tensors[t].is_const]
         local = dict(env)
-        for step in lm.steps:
-            for t in step.loads:
-                local.update(self.tensors_through(lm, inputs, pieces_of([t]), t.buffer, env,
-                                                  "ifmap"))
+        loads = [t for step in lm.steps for t in step.loads]
+        if loads:
+            local.update(self.tensors_through(lm, inputs, pieces_of(loads), loads[0].buffer, env,
+                                              "ifmap"))
         for node in nodes:
             self.run_node(node, local)
         for name in produced:
             env[name] = local[name]
-        for step in lm.steps:
-            for t in step.stores:
-                env.update(self.tensors_through(lm, list(nodes[-1].outputs), pieces_of([t]),
-                                                t.buffer, env, "ofmap"))
+        stores = [t for step in lm.steps for t in step.stores]
+        if stores:
+            env.update(self.tensors_through(lm, list(nodes[-1].outputs), pieces_of(stores),
+                                            stores[0].buffer, env, "ofmap"))
 
     # -- compute layers ----------------------------------------------------------------------
 

@@ -503,7 +503,7 @@ class _FoldShapes:
         streamed = [(r, nb) for r, nb in load_sizes.items() if r != stationary]
         if stationary != "ofmap":
             streamed += [("ofmap", nb) for _, nb in stores]
-        n = min(self.stream, max([1] + [-(-nb // bufs.slot(r)) for r, nb in streamed]))
+        n = max([1] + [-(-nb // bufs.slot(r)) for r, nb in streamed])
         bank_stall = self.stream * (bufs.step_cycles(
             _stream_demand(df, r_used, c_used, bits, first)) - 1)
         chunks = list(zip(_split(self.cycles, n), _split(bank_stall, n), strict=True))
@@ -637,12 +637,18 @@ def _map_vector(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[N
     vu = hw.vector_unit
     cycles = vu.latency_cycles + -(-ops // vu.lanes) * vu.cycles_per_op
     addr = {r: _Address(bufs.slot(r)) for r in ROLES}
-    loads = (_transfer("ifmap", bufs, "load", in_bytes, -1, addr),) if in_bytes else ()
-    stores = (_transfer("ofmap", bufs, "store", out_bytes, -1, addr),) if out_bytes else ()
+    # Tensors larger than a slot stream through it in chunks, like a fold's streamed operands.
+    n = max(1, -(-in_bytes // bufs.slot("ifmap")), -(-out_bytes // bufs.slot("ofmap")))
+    for c, (cyc, nb_in, nb_out) in enumerate(zip(
+            _split(cycles, n), _split(in_bytes, n), _split(out_bytes, n), strict=True)):
+        loads = (_transfer("ifmap", bufs, "load", nb_in, -1, addr),) if nb_in else ()
+        stores = (_transfer("ofmap", bufs, "store", nb_out, -1, addr),) if nb_out else ()
+        layer.steps.append(Step(index, c, cyc, 0, loads, stores, unit="vector"))
     win, wout = (hw.buffers[bufs.name[r]].bank_width_bits for r in ("ifmap", "ofmap"))
-    layer.sram_writes = {bufs.name["ifmap"]: _accesses(in_bytes, 8, win)}
-    layer.sram_reads = {bufs.name["ofmap"]: _accesses(out_bytes, 8, wout)}
-    layer.steps.append(Step(index, 0, cycles, 0, loads, stores, unit="vector"))
+    layer.sram_writes = {bufs.name["ifmap"]: sum(
+        _accesses(t.nbytes, 8, win) for st in layer.steps for t in st.loads)}
+    layer.sram_reads = {bufs.name["ofmap"]: sum(
+        _accesses(t.nbytes, 8, wout) for st in layer.steps for t in st.stores)}
     return layer
 
 
