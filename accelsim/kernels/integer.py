@@ -752,7 +752,7 @@ class PackedWeights:
             self.b16 = self._pack(np.int16, _round_up(og, TILE_N), _round_up(self.k_len, LANES))
         self.direct: np.ndarray | None = None
         if kind == "conv" and group == 1 and self.b16 is not None and self.k_len <= DIRECT_MAX_K:
-            self.direct = _pack_direct(self.source, self.zero_points)
+            self.direct = _pack_direct(self.b16[0], self.shape)
             self.direct.flags.writeable = False
         self.zero_points.flags.writeable = False
 
@@ -779,18 +779,19 @@ class PackedWeights:
         return sum(b.nbytes for b in (self.b16, self._b64, self.direct) if b is not None)
 
 
-def _pack_direct(w: np.ndarray, zero_points: np.ndarray) -> np.ndarray:
-    """The weights of _conv_direct: bp[n // DIRECT_N, ky*P + j, n % DIRECT_N, e] = the centred
-    weight of channel n at position 2j + e of kernel row ky, a run of kw*C values in (kx, c)
-    order padded with a 0 to 2P; channels padded to a multiple of DIRECT_N with zeros."""
-    o_ch, cg, kh, kw = w.shape
+def _pack_direct(b16: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The weights of _conv_direct from the centred channels-last int16 rows b16 (N', K'):
+    bp[n // DIRECT_N, ky*P + j, n % DIRECT_N, e] = the weight of channel n at position 2j + e of
+    kernel row ky, a run of kw*C values in (kx, c) order padded with a 0 to 2P; channels padded
+    to a multiple of DIRECT_N with zeros."""
+    o_ch, cg, kh, kw = shape
     run = kw * cg
     pairs = -(-run // 2)
-    wc = w.astype(np.int64) - zero_points.reshape(-1, 1, 1, 1)
     rows = np.zeros((_round_up(o_ch, DIRECT_N), kh, 2 * pairs), np.int16)
-    rows[:o_ch, :, :run] = wc.transpose(0, 2, 3, 1).reshape(o_ch, kh, run)
-    bp = rows.reshape(-1, DIRECT_N, kh * pairs, 2).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(bp)
+    rows[:o_ch, :, :run] = b16[:o_ch, : kh * run].reshape(o_ch, kh, run)
+    words = rows.view(np.int32).reshape(-1, DIRECT_N, kh * pairs)  # a pair per int32 word
+    bp = np.ascontiguousarray(words.transpose(0, 2, 1)).view(np.int16)
+    return bp.reshape(-1, kh * pairs, DIRECT_N, 2)
 
 
 def _broadcast_zero_points(zero_points: np.ndarray, channels: int) -> np.ndarray:
