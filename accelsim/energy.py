@@ -120,16 +120,22 @@ def register_file_energy_pj(hw: Hardware, layer: LayerMapping) -> float:
 
 def sram_dynamic_energy_pj(hw: Hardware, buffer: str, reads: int, writes: int,
                            v_scale: float) -> float:
-    """Bank-width reads and writes of a buffer at V = v_scale x Vnom: the one SRAM energy rule."""
+    """Bank-width reads and writes of a buffer at V = v_scale x Vnom: the one SRAM energy rule.
+
+    With SECDED every access also reads or writes the word's check bits (ecc_cell_factor).
+    """
     per_read = hw.sram_energy_pj(buffer, "read")
     per_write = hw.sram_energy_pj(buffer, "write")
-    return (reads * per_read + writes * per_write) * v_scale**2 * hw.energy.node_scale
+    cells = hw.buffers[buffer].ecc_cell_factor
+    return (reads * per_read + writes * per_write) * cells * v_scale**2 * hw.energy.node_scale
 
 
 def sram_leakage_energy_pj(hw: Hardware, buffer: str, cycles: int, v_scale: float) -> float:
-    """Leakage of a buffer over `cycles` at the clock (1 uW for 1 s = 1e6 pJ)."""
+    """Leakage of a buffer (and its ECC check cells) over `cycles` at the clock (1 uW for 1 s
+    = 1e6 pJ)."""
     seconds = cycles / (hw.clock_mhz * 1e6)
-    power_uw = hw.sram_leakage_uw(buffer) * v_scale ** hw.energy.sram.leakage_voltage_exponent
+    power_uw = (hw.sram_leakage_uw(buffer) * hw.buffers[buffer].ecc_cell_factor
+                * v_scale ** hw.energy.sram.leakage_voltage_exponent)
     return power_uw * seconds * 1e6 * hw.energy.node_scale
 
 

@@ -248,6 +248,12 @@ class Buffer(_Strict):
             r += 1
         return r + 1
 
+    @property
+    def ecc_cell_factor(self) -> float:
+        """Cells per data cell: SECDED's check bits are extra cells beside size_kib of data, read,
+        written and leaking with every word (72/64 for 64-bit words)."""
+        return (self.bank_width_bits + self.ecc_check_bits) / self.bank_width_bits
+
     def voltage_for(self, layer_name: str | None = None, layer_index: int | None = None) -> float:
         """Supply voltage in force for a layer: by name first, then by index, else voltage_v."""
         if layer_name is not None and layer_name in self.layer_voltage_v:

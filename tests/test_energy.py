@@ -661,3 +661,22 @@ def test_gemm_topology_is_one_inference(tmp_path):
     path.write_text("Layer, M, N, K,\ng, 12, 8, 16,\n")
     result = simulate(load_hardware(HWCONFIGS / "edge_int8_16x16.yaml"), load_workload(path))
     assert result.totals.energy_per_inference_pj == result.totals.energy_pj
+
+
+def test_secded_charges_its_check_bits(tmp_path):
+    """SECDED on a 64-bit-wide buffer stores 8 check bits per word: its SRAM dynamic energy and
+    leakage grow by 72/64 exactly, and nothing else changes."""
+    path = tmp_path / "t.csv"
+    path.write_text("Layer, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+                    "Num Filter, Strides,\nl0, 8, 8, 3, 3, 4, 8, 1,\n")
+    graph = load_workload(path)
+    base = simulate(load_hardware(HWCONFIGS / "edge_int8_16x16.yaml"), graph)
+    ecc = simulate(load_hardware(HWCONFIGS / "edge_int8_16x16.yaml",
+                                 {"buffers.weights.ecc": "secded"}), graph)
+    b, e = base.totals.energy_breakdown_pj, ecc.totals.energy_breakdown_pj
+    assert e["sram.weights"] == pytest.approx(b["sram.weights"] * 72 / 64, rel=1e-12)
+    hw = load_hardware(HWCONFIGS / "edge_int8_16x16.yaml")
+    leak_w = hw.sram_leakage_uw("weights") * base.totals.latency_s * 1e6
+    assert e["sram_leakage"] - b["sram_leakage"] == pytest.approx(leak_w * 8 / 64, rel=1e-9)
+    assert {k: v for k, v in e.items() if k not in ("sram.weights", "sram_leakage")} == \
+        {k: v for k, v in b.items() if k not in ("sram.weights", "sram_leakage")}
