@@ -72,3 +72,31 @@ def test_moons_networks_are_one_shape_at_each_precision(moons):
         assert logits.shape == (1, 10)
     # 8x8 input: conv1 64 px x 4 x 27, conv2 16 px x 8 x 36, conv3 4 px x 16 x 72, fc 16 x 10.
     assert macs == {64 * 4 * 27 + 16 * 8 * 36 + 4 * 16 * 72 + 16 * 10}
+
+
+def test_voltage_sweep_int8_cliff_and_energy_saved(tmp_path, capsys):
+    sweep = load_example("voltage_sweep")
+    out = tmp_path / "charts" / "sweep.png"
+    points = sweep.main([str(out), "--images", "40", "--ratios", "1.0", "0.75", "--seeds", "2",
+                         "--quiet", "--dpi", "40"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.parent.glob("*.tmp.png"))
+    for net in ("int8", "binary"):
+        high, low = [p for p in points if p.network == net]
+        assert (high.ratio, low.ratio) == (1.0, 0.75)
+        # Error-free at Vmin: the faulty run is the golden run, and nothing is saved yet.
+        assert high.bits_flipped == 0 and high.accuracy == high.golden_accuracy
+        assert high.saved_pj == 0 and high.weights_saved_pct == 0
+        # Each hardware's own Vmin: the int8 array's is its nominal 0.9 V, the binary one's 0.8 V.
+        assert low.voltage_v == pytest.approx(0.75 * (0.9 if net == "int8" else 0.8))
+        assert low.ber == pytest.approx(0.2056)
+        assert low.saved_pj > 0 and low.saved_pct > 0
+        assert low.weights_saved_pct > low.saved_pct
+    int8_high, int8_low = points[:2]
+    assert int8_low.accuracy <= int8_high.accuracy
+    assert int8_low.bits_flipped > 0
+    # Every layer of the int8 network follows the sweep: (0.75)^2 of the weight SRAM's energy.
+    assert int8_low.weights_saved_pct == pytest.approx(100 * (1 - 0.75**2))
+    printed = capsys.readouterr().out
+    assert "layer 0 held at 0.8 V" in printed
+    assert str(out) in printed
