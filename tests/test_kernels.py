@@ -709,3 +709,24 @@ def test_requantize_saturates_and_takes_wide_accumulators():
     acc = np.array([2**40, -(2**40), 1000, -1000], np.int64)
     got = requantize(acc, np.array([1.0], np.float32), 0, 10, 0, 255, np.uint8)
     np.testing.assert_array_equal(got, [255, 0, 255, 0])
+
+
+def test_packed_binary_conv_border_cache_per_geometry():
+    """The border corrections are cached per geometry on the packed weights: other pads, strides
+    and dilations on the same packing (more geometries than the cache holds) stay exact."""
+    rng = np.random.default_rng(5)
+    w = rng.choice(np.array([-1, 1], np.int8), (5, 7, 3, 3))
+    x = rng.choice(np.array([-1, 1], np.int8), (2, 7, 9, 11))
+    packed = pack_binary_conv_weights(w, 1)
+    zeros = np.zeros(5, np.int64)
+    geometries = [
+        ((s, s), (p, q, q, p), (d, 1))
+        for s in (1, 2)
+        for p in (0, 1, 2)
+        for q in (0, 2)
+        for d in (1, 2)
+    ]
+    for strides, pads, dil in geometries + geometries[:3]:
+        got = binary_conv2d_acc_packed(x, packed, strides, pads, dil)
+        want = conv2d_acc(x, w, 0, zeros, None, strides, pads, dil, 1)
+        np.testing.assert_array_equal(got, want)

@@ -40,9 +40,13 @@ CHANNEL_CHUNK = 4 * COLS  # channels per parallel work item
 
 # TABLE[v, i] = popcount(v xor (i mod 16)), one 16-entry table per 128-bit lane; a weight nibble
 # is stored as 4 * v, the table row's offset in units of 8 bytes.
-TABLE = np.array(
-    [[bin(v ^ (i % 16)).count("1") for i in range(PIXELS)] for v in range(16)], np.uint8
-)
+# Aligned to a cache line, so that no 32-byte row straddles two lines (numpy only guarantees 16
+# bytes: half the rows were split loads).
+_TABLE_BUF = np.empty(16 * PIXELS + 64, np.uint8)
+_TABLE_AT = -_TABLE_BUF.ctypes.data % 64
+TABLE = _TABLE_BUF[_TABLE_AT : _TABLE_AT + 16 * PIXELS].reshape(16, PIXELS)
+TABLE[:] = [[bin(v ^ (i % 16)).count("1") for i in range(PIXELS)] for v in range(16)]
+TABLE.flags.writeable = False
 
 
 def _has_avx2() -> bool:
@@ -243,17 +247,15 @@ _count_tile_3 = _make_count_tile(ROWS)
 
 
 @njit(cache=True)
-def _or_signs(src, start, step, bit, dst):
-    """dst[i] |= (src[start + i*step] > 0) << bit. Step 1 gets its own loop over a slice (a
-    non-negative index), which LLVM vectorises."""
+def _or_sign_bits(src, bit, dst):
+    """dst[i, j] |= (src[i, j] > 0) << bit for two 2-D views of the same shape. Indexed by the
+    loop counters alone (non-negative), so that LLVM vectorises the inner loop when it is
+    contiguous; one call per (plane, channel), not per row."""
     shift = np.uint8(bit)
-    if step == 1:
-        run = src[start : start + dst.size]
-        for i in range(dst.size):
-            dst[i] |= np.uint8(run[i] > 0) << shift
-    else:
-        for i in range(dst.size):
-            dst[i] |= np.uint8(src[start + i * step] > 0) << shift
+    rows, cols = dst.shape
+    for i in range(rows):
+        for j in range(cols):
+            dst[i, j] |= np.uint8(src[i, j] > 0) << shift
 
 
 @njit(cache=True, parallel=True)
@@ -265,21 +267,29 @@ def _nibble_planes(x, group, sh, sw, pt, pl, ws, out):
     cg = channels // group
     cn = (cg + 3) // 4
     phases = sh * sw
+    hs = out.shape[3] // ws
     for t in numba.prange(nb * group * phases * cn):
         n = t // (group * phases * cn)
         g = (t // (phases * cn)) % group
         phase = (t // cn) % phases
         q = t % cn
         py, px = phase // sw, phase % sw
-        plane = out[n, g, phase * cn + q]
+        plane = out[n, g, phase * cn + q, : hs * ws].reshape(hs, ws)
         ix_lo = (pl - px + sw - 1) // sw
         ix_hi = min((w + pl - px + sw - 1) // sw, ws)
-        for iy in range((pt - py + sh - 1) // sh, (h + pt - py + sh - 1) // sh):
-            row = plane[iy * ws + ix_lo : iy * ws + ix_hi]
-            for b in range(4):
-                if q + b * cn < cg:
-                    src = x[n, g * cg + q + b * cn, iy * sh + py - pt]
-                    _or_signs(src, ix_lo * sw + px - pl, sw, b, row)
+        iy_lo = (pt - py + sh - 1) // sh
+        iy_hi = min((h + pt - py + sh - 1) // sh, hs)
+        if ix_hi <= ix_lo or iy_hi <= iy_lo:
+            continue
+        dst = plane[iy_lo:iy_hi, ix_lo:ix_hi]
+        y0, x0 = iy_lo * sh + py - pt, ix_lo * sw + px - pl
+        for b in range(4):
+            if q + b * cn < cg:
+                src = x[n, g * cg + q + b * cn]
+                if sh == 1 and sw == 1:
+                    _or_sign_bits(src[y0 : y0 + iy_hi - iy_lo, x0 : x0 + ix_hi - ix_lo], b, dst)
+                else:
+                    _or_sign_bits(src[y0::sh, x0::sw][: iy_hi - iy_lo, : ix_hi - ix_lo], b, dst)
 
 
 @njit(cache=True)
@@ -461,34 +471,46 @@ def _edge_pixels(oh, ow, kh, kw, h, w, sh, sw, pt, pl, dh, dw):
     return edges
 
 
-@njit(cache=True, parallel=True)
-def _finish(values, sat, edges, ws, out):
-    """out[n, o, oy, ox] = values (the phase-grid sums of _xnor_counts, padded taps counted as
-    -1) + the weights of the taps that fall in the padding (all taps minus the rectangle of
-    valid ones, from `sat`, the weights' _padding_sums), for the pixels listed in `edges`."""
-    nb, o_ch, oh, ow = out.shape
-    og = o_ch // values.shape[1]
+@njit(cache=True)
+def _copy_rows(src, dst):
+    """dst[i, j] = src[i, j] for j < dst.shape[1]: the loop counters as indices, so that LLVM
+    vectorises the row copy (no per-row slices)."""
+    rows, cols = dst.shape
+    for i in range(rows):
+        for j in range(cols):
+            dst[i, j] = src[i, j]
+
+
+@njit(cache=True)
+def _edge_corrections(sat, edges):
+    """(O, E) int32: for each filter and border pixel of `edges` (_edge_pixels), the sum of the
+    weights of its taps that fall in the padding (all taps minus the rectangle of valid ones,
+    from `sat`, the weights' _padding_sums): what _xnor_counts' -1 padding must get back."""
     kh, kw = sat.shape[1] - 1, sat.shape[2] - 1
-    for t in numba.prange(nb * o_ch):
-        n, oc = t // o_ch, t % o_ch
+    corr = np.empty((sat.shape[0], edges.shape[0]), np.int32)
+    for oc in range(sat.shape[0]):
         s = sat[oc]
-        src = values[n, oc // og, oc % og]
-        dst = out[n, oc].reshape(-1)
-        if ow >= 16:
-            for oy in range(oh):
-                a = src[oy * ws : oy * ws + ow]
-                b = dst[oy * ow : oy * ow + ow]
-                for i in range(ow):
-                    b[i] = a[i]
-        else:
-            for oy in range(oh):
-                for ox in range(ow):
-                    dst[oy * ow + ox] = src[oy * ws + ox]
         total = s[kh, kw]
         for e in range(edges.shape[0]):
             y_lo, y_hi, x_lo, x_hi = edges[e, 1], edges[e, 2], edges[e, 3], edges[e, 4]
-            valid = s[y_hi, x_hi] - s[y_lo, x_hi] - s[y_hi, x_lo] + s[y_lo, x_lo]
-            dst[edges[e, 0]] += total - valid
+            corr[oc, e] = total - (s[y_hi, x_hi] - s[y_lo, x_hi] - s[y_hi, x_lo] + s[y_lo, x_lo])
+    return corr
+
+
+@njit(cache=True, parallel=True)
+def _finish(values, pixels, corr, ws, out):
+    """out[n, o, oy, ox] = values (the phase-grid sums of _xnor_counts, padded taps counted as
+    -1), plus corr[o, e] at the border pixel pixels[e] (= oy*ow + ox)."""
+    nb, o_ch, oh, ow = out.shape
+    og = o_ch // values.shape[1]
+    for t in numba.prange(nb * o_ch):
+        n, oc = t // o_ch, t % o_ch
+        src = values[n, oc // og, oc % og]
+        dst = out[n, oc].reshape(-1)
+        _copy_rows(src[: oh * ws].reshape(oh, ws), dst.reshape(oh, ow))
+        c = corr[oc]
+        for e in range(pixels.size):
+            dst[pixels[e]] += c[e]
 
 
 def _round_up(v: int, multiple: int) -> int:
@@ -536,6 +558,25 @@ class PackedBinaryWeights:
         self.padding_sums = _padding_sums(wsum, kh, kw)
         for a in (self.widx, self.padding_sums):
             a.flags.writeable = False
+        self._borders: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def borders(self, geometry: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels, corrections) of the output pixels whose window reaches into the padding, for
+        geometry (oh, ow, h, w, sh, sw, pt, pl, dh, dw): their indices oy*ow + ox (E,) and the
+        weights of their padded taps per filter (O, E). Computed once per geometry: a constant
+        weight meets the same input shape on every run."""
+        found = self._borders.get(geometry)
+        if found is None:
+            oh, ow, h, w, sh, sw, pt, pl, dh, dw = geometry
+            kh, kw = self.shape[2:]
+            edges = _edge_pixels(oh, ow, kh, kw, h, w, sh, sw, pt, pl, dh, dw)
+            found = (np.ascontiguousarray(edges[:, 0]), _edge_corrections(self.padding_sums, edges))
+            for a in found:
+                a.flags.writeable = False
+            if len(self._borders) >= 8:
+                self._borders.clear()
+            self._borders[geometry] = found
+        return found
 
     @property
     def nbytes(self) -> int:
@@ -599,8 +640,8 @@ def binary_conv2d_acc_packed(
     values = np.empty((nb, group, packed.widx.shape[1], blocks * PIXELS), np.int32)
     _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, cg * kh * kw, values)
     out = np.empty((nb, o_ch, oh, ow), np.int32)
-    edges = _edge_pixels(oh, ow, kh, kw, h, wd, sh, sw, pt, pl, dh, dw)
-    _finish(values, packed.padding_sums, edges, ws, out)
+    pixels, corr = packed.borders((oh, ow, h, wd, sh, sw, pt, pl, dh, dw))
+    _finish(values, pixels, corr, ws, out)
     return out
 
 
