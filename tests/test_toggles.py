@@ -539,8 +539,13 @@ def test_cli_run_with_toggles(capsys):
 
     assert main(["run", str(EDGE), str(DIGITS_QOP), "--set", "energy.model=toggles"]) == 0
     assert "energy" in capsys.readouterr().out
+    # A topology has no data of its own: the toggle model runs it on its seeded data...
     csv = ROOT / "workloads" / "gemm_mnk_test.csv"
-    assert main(["run", str(EDGE), str(csv), "--set", "energy.model=toggles"]) == 2
+    assert main(["run", str(EDGE), str(csv), "--set", "energy.model=toggles"]) == 0
+    assert "executed bit-accurately" in capsys.readouterr().out
+    # ...and refuses to run without numerics.
+    assert main(["run", str(EDGE), str(csv), "--set", "energy.model=toggles",
+                 "--timing-only"]) == 2
     assert "energy.model toggles needs inputs" in capsys.readouterr().err
 
 
