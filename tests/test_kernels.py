@@ -730,3 +730,18 @@ def test_packed_binary_conv_border_cache_per_geometry():
         got = binary_conv2d_acc_packed(x, packed, strides, pads, dil)
         want = conv2d_acc(x, w, 0, zeros, None, strides, pads, dil, 1)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("m", [10, 40, 64, 100, 130])
+@pytest.mark.parametrize("n", [5, 12, 13, 25, 40])
+def test_binary_matmul_wide_tiles(m, n):
+    """Pixel counts that leave 1 or 2 vectors after the 3-vector tiles (the 1 x 6 and 2 x 4
+    tiles) and channel counts that fill or do not fill a chunk of 12, with a reduction of several
+    K chunks (the wide tiles add later chunks into the output)."""
+    rng = np.random.default_rng(m * 100 + n)
+    k = 4 * binary.K_CHUNK + 7 if (m, n) in ((40, 13), (10, 13)) else 77
+    a = rng.choice(np.array([-1, 1], np.int8), (m, k))
+    b = rng.choice(np.array([-1, 1], np.int8), (k, n))
+    want = a.astype(np.int64) @ b
+    np.testing.assert_array_equal(binary_matmul_acc(a, b), want)
+    np.testing.assert_array_equal(binary_matmul_acc_packed(a, pack_binary_matmul_weights(b)), want)

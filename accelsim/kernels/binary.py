@@ -61,8 +61,8 @@ def _declare(module, name, ret, params):
     return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, params), name)
 
 
-def _make_count_tile(rows):
-    """The register tile of `rows` pixel vectors by COLS channels, as a numba intrinsic."""
+def _make_count_tile(rows, cols=COLS):
+    """The register tile of `rows` pixel vectors by `cols` channels, as a numba intrinsic."""
 
     @intrinsic
     def count_tile(
@@ -140,7 +140,7 @@ def _make_count_tile(rows):
             ]
             w_rows = [
                 builder.gep(w_data, [builder.add(w_base_, builder.mul(ldw_, const(c)))])
-                for c in range(COLS)
+                for c in range(cols)
             ]
             module = builder.module
             pshufb = _declare(module, "llvm.x86.avx2.pshuf.b", v32i8, [v32i8, v32i8])
@@ -171,7 +171,7 @@ def _make_count_tile(rows):
             start = builder.phi(i64)
             start.add_incoming(j0, entry)
             wide = []
-            for _ in range(2 * rows * COLS):
+            for _ in range(2 * rows * cols):
                 phi = builder.phi(v16i16)
                 phi.add_incoming(ir.Constant(v16i16, None), entry)
                 wide.append(phi)
@@ -183,7 +183,7 @@ def _make_count_tile(rows):
             j = builder.phi(i64)
             j.add_incoming(start, chunk)
             sums = []
-            for _ in range(rows * COLS):
+            for _ in range(rows * cols):
                 phi = builder.phi(v32i8)
                 phi.add_incoming(ir.Constant(v32i8, None), chunk)
                 sums.append(phi)
@@ -191,9 +191,9 @@ def _make_count_tile(rows):
             nibbles = [builder.load(builder.gep(w_row, [j])) for w_row in w_rows]
             a_vecs = [vector_at(a_row, offset) for a_row in a_rows]
             updated = [
-                builder.add(sums[r * COLS + c], lookup(nibbles[c], a_vecs[r]))
+                builder.add(sums[r * cols + c], lookup(nibbles[c], a_vecs[r]))
                 for r in range(rows)
-                for c in range(COLS)
+                for c in range(cols)
             ]
             j_next = builder.add(j, const(1))
             j.add_incoming(j_next, step_block)
@@ -223,17 +223,31 @@ def _make_count_tile(rows):
             interleave = ir.Constant(
                 v32i32, [i // 2 + (PIXELS // 2) * (i % 2) for i in range(PIXELS)]
             )
+            twice, ptrs = [], []
             for r in range(rows):
-                for c in range(COLS):
-                    even = builder.zext(widened[2 * (r * COLS + c)], v16i32)
-                    odd = builder.zext(widened[2 * (r * COLS + c) + 1], v16i32)
+                for c in range(cols):
+                    even = builder.zext(widened[2 * (r * cols + c)], v16i32)
+                    odd = builder.zext(widened[2 * (r * cols + c) + 1], v16i32)
                     counts = builder.shuffle_vector(even, odd, interleave)
+                    twice.append(builder.shl(counts, one))
                     index = builder.add(
                         o_base_, builder.add(builder.mul(ldo_, const(c)), const(PIXELS * r))
                     )
-                    ptr = builder.bitcast(builder.gep(o_data, [index]), v32i32.as_pointer())
-                    init = builder.select(is_first, k_vec, builder.load(ptr, align=4))
-                    builder.store(builder.sub(init, builder.shl(counts, one)), ptr, align=4)
+                    ptrs.append(builder.bitcast(builder.gep(o_data, [index]), v32i32.as_pointer()))
+            # A branch, not a select: the first chunk must not read the (uninitialised) output.
+            first = builder.append_basic_block("first")
+            later = builder.append_basic_block("later")
+            end = builder.append_basic_block("end")
+            builder.cbranch(is_first, first, later)
+            builder.position_at_end(first)
+            for value, ptr in zip(twice, ptrs, strict=True):
+                builder.store(builder.sub(k_vec, value), ptr, align=4)
+            builder.branch(end)
+            builder.position_at_end(later)
+            for value, ptr in zip(twice, ptrs, strict=True):
+                builder.store(builder.sub(builder.load(ptr, align=4), value), ptr, align=4)
+            builder.branch(end)
+            builder.position_at_end(end)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -244,6 +258,10 @@ def _make_count_tile(rows):
 _count_tile_1 = _make_count_tile(1)
 _count_tile_2 = _make_count_tile(2)
 _count_tile_3 = _make_count_tile(ROWS)
+# Wider tiles for the last one or two pixel vectors of a row of tiles (l3, l4: 7 and 2 vectors):
+# as many lookups per step as 3 x 3 (or nearly) for fewer loads of table rows per lookup.
+_count_tile_2x4 = _make_count_tile(2, 4)
+_count_tile_1x6 = _make_count_tile(1, 6)
 
 
 @njit(cache=True)
@@ -390,59 +408,47 @@ def _xnor_counts(planes, offsets, widx, table, blocks, k_len, out):
         g = img % groups
         rows = min(ROWS, blocks - b0)
         a_base = img * n_planes * plane_len + b0 * PIXELS
-        for o in range(o_lo, min(o_lo + CHANNEL_CHUNK, og_pad), COLS):
+        o_hi = min(o_lo + CHANNEL_CHUNK, og_pad)
+        # Wide tiles (2 x 4, 1 x 6) cover the chunk's channels in whole steps, leaving a multiple
+        # of COLS (og_pad is one) to the 3-column tiles: 2 x 4 only on a full chunk of 12.
+        wide = 4 if rows == 2 else 6
+        n_wide = (o_hi - o_lo) // CHANNEL_CHUNK * 3 if rows == 2 else (o_hi - o_lo) // 6
+        o_wide = o_lo + n_wide * wide if rows < ROWS else o_lo
+        for o in range(o_lo, o_wide, wide):
+            w_base = (g * og_pad + o) * k_steps
+            o_base = (img * og_pad + o) * m_pad + b0 * PIXELS
+            for j in range(0, k_steps, K_CHUNK):
+                j_stop = min(j + K_CHUNK, k_steps)
+                if rows == 2:
+                    _count_tile_2x4(
+                        pf, a_base, offsets, j, j_stop, wf, w_base, k_steps, table, of, o_base,
+                        m_pad, k_len,
+                    )  # fmt: skip
+                else:
+                    _count_tile_1x6(
+                        pf, a_base, offsets, j, j_stop, wf, w_base, k_steps, table, of, o_base,
+                        m_pad, k_len,
+                    )  # fmt: skip
+        for o in range(o_wide, o_hi, COLS):
             w_base = (g * og_pad + o) * k_steps
             o_base = (img * og_pad + o) * m_pad + b0 * PIXELS
             for j in range(0, k_steps, K_CHUNK):
                 j_stop = min(j + K_CHUNK, k_steps)
                 if rows == 3:
                     _count_tile_3(
-                        pf,
-                        a_base,
-                        offsets,
-                        j,
-                        j_stop,
-                        wf,
-                        w_base,
-                        k_steps,
-                        table,
-                        of,
-                        o_base,
-                        m_pad,
-                        k_len,
-                    )
+                        pf, a_base, offsets, j, j_stop, wf, w_base, k_steps, table, of, o_base,
+                        m_pad, k_len,
+                    )  # fmt: skip
                 elif rows == 2:
                     _count_tile_2(
-                        pf,
-                        a_base,
-                        offsets,
-                        j,
-                        j_stop,
-                        wf,
-                        w_base,
-                        k_steps,
-                        table,
-                        of,
-                        o_base,
-                        m_pad,
-                        k_len,
-                    )
+                        pf, a_base, offsets, j, j_stop, wf, w_base, k_steps, table, of, o_base,
+                        m_pad, k_len,
+                    )  # fmt: skip
                 else:
                     _count_tile_1(
-                        pf,
-                        a_base,
-                        offsets,
-                        j,
-                        j_stop,
-                        wf,
-                        w_base,
-                        k_steps,
-                        table,
-                        of,
-                        o_base,
-                        m_pad,
-                        k_len,
-                    )
+                        pf, a_base, offsets, j, j_stop, wf, w_base, k_steps, table, of, o_base,
+                        m_pad, k_len,
+                    )  # fmt: skip
 
 
 @njit(cache=True)
