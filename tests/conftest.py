@@ -20,3 +20,13 @@ def digits_test_set():
 
     _, _, x_test, y_test = digits_split()
     return x_test, y_test
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """A user error: exit status 2 and one line on stderr naming what is wrong, no traceback."""
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, WORKLOADS
+from conftest import ROOT, WORKLOADS, assert_one_line_error
 from onnx import TensorProto, helper
 
 from accelsim.cli import main
@@ -22,15 +22,6 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
     code = main([str(a) for a in argv])
     err = capsys.readouterr().err
     return code, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def qlinear_model(scale: float = 0.5, shape=(1, 1, 4, 4), op="QLinearConv") -> onnx.ModelProto:
