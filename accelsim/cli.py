@@ -14,9 +14,12 @@ from accelsim.errors import AccelsimError, InputError
 
 EXAMPLES = {
     "run": "accelsim run hwconfigs/edge_int8_16x16.yaml workloads/digits_cnn_int8_qdq.onnx",
+    "run --out": "accelsim run hwconfigs/edge_int8_16x16.yaml workloads/digits_cnn_int8_qdq.onnx "
+                 "--set buffers.weights.voltage_v=0.8 --trials 5 --out results/ --quiet",
     "info": "accelsim info workloads/digits_cnn_int8_qop.onnx",
     "validate": "accelsim validate hwconfigs/edge_int8_16x16.yaml",
     "schema": "accelsim schema > hw.schema.json",
+    "schema --result": "accelsim schema --result > result.schema.json",
 }
 
 
@@ -128,8 +131,12 @@ def cmd_run(args) -> int:
     with _progress("fault trials", args.trials) as progress:
         result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
                           progress=progress)
+    if args.out:
+        write_outputs(result, args.out)
     if args.json:
         print(result.to_json())
+        return 0
+    if args.quiet:
         return 0
     h = result.hardware
     print(f"{graph.name} on {hw.name}: {h['rows']}x{h['cols']} {h['dataflow']} array at "
@@ -151,7 +158,24 @@ def cmd_run(args) -> int:
         print_corruption(result.corruption)
     else:
         print("numerics not run (timing only): no corruption figures")
+    if args.out:
+        print(f"wrote {os.path.join(args.out, 'result.json')} and "
+              f"{os.path.join(args.out, 'layers.csv')}")
     return 0
+
+
+def write_outputs(result, out: str) -> None:
+    """DIR/result.json and DIR/layers.csv. Both are made in memory first, then each written to a
+    temporary file in DIR and renamed: an error leaves no half-written file."""
+    from accelsim.result import write_atomic
+
+    files = {"result.json": result.to_json() + "\n", "layers.csv": result.to_csv()}
+    try:
+        os.makedirs(out, exist_ok=True)
+        for name, text in files.items():
+            write_atomic(os.path.join(out, name), text)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write results ({e.strerror or e})") from None
 
 
 def _fmt(summary: dict, scale: float = 1.0, unit: str = "") -> str:
@@ -206,7 +230,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from accelsim.hardware import json_schema
+    if args.result:
+        from accelsim.result import json_schema
+    else:
+        from accelsim.hardware import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -222,8 +249,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name, help_, fn):
+        examples = [v for k, v in EXAMPLES.items() if k.split()[0] == name]
         sp = sub.add_parser(name, help=help_, description=help_,
-                            epilog=f"example:\n  {EXAMPLES[name]}",
+                            epilog=("examples:\n  " if len(examples) > 1 else "example:\n  ")
+                            + "\n  ".join(examples),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(fn=fn)
         return sp
@@ -238,7 +267,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--trials", type=int, default=1,
                    help="Monte Carlo fault trials (seeds seed, seed+1, ...); mean and 95%% "
                         "interval")
-    r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.add_argument("--json", action="store_true",
+                   help="print the result as JSON (schema: accelsim schema --result)")
+    r.add_argument("--out", metavar="DIR",
+                   help="write DIR/result.json and DIR/layers.csv (one row per layer)")
+    r.add_argument("--quiet", action="store_true", help="print no table")
     r.add_argument("--timing-only", action="store_true",
                    help="time the network without running its numerics (always so for CSV)")
 
@@ -249,7 +282,11 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("hardware")
     v.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
 
-    add("schema", "print the JSON Schema of hardware descriptions", cmd_schema)
+    s = add("schema", "print the JSON Schema of hardware descriptions (or of run's JSON)",
+            cmd_schema)
+    s.add_argument("--result", action="store_true",
+                   help="the schema of `run --json` and result.json instead "
+                        "(docs/result.schema.json)")
     return p
 
 

@@ -1,18 +1,49 @@
-"""The Result of a simulation: totals and one record per layer, as plain data and JSON.
+"""The Result of a simulation: totals and one record per layer, as plain data, JSON, CSV and a
+pandas DataFrame.
 
 The JSON form is versioned (`schema_version`); a field is added with a new version, never
-changed in meaning. Figures a model does not compute yet are listed in `not_modelled` and absent
-from the records, never filled with a placeholder.
+changed in meaning. Its JSON Schema is generated from these dataclasses (`json_schema()`,
+`accelsim schema --result`) and published as docs/result.schema.json. Figures a model does not
+compute yet are listed in `not_modelled` and absent from the records, never filled with a
+placeholder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
+import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
 SCHEMA_VERSION = 3  # 2: energy; 3: toggles, corruption
+
+
+class HardwareInfo(TypedDict):
+    """The hardware a Result came from; sha256 hashes its validated description (all fields,
+    overrides applied), so two runs with equal hashes ran on the same hardware."""
+
+    name: str
+    clock_mhz: float
+    rows: int
+    cols: int
+    dataflow: str
+    sha256: str
+
+
+class WorkloadInfo(TypedDict):
+    """The workload a Result came from; sha256 hashes its file (null when not read from one)."""
+
+    name: str
+    source: str | None
+    sha256: str | None
 
 
 @dataclass
@@ -63,8 +94,11 @@ class Totals:
 
 @dataclass
 class Result:
-    hardware: dict[str, Any]  # name, clock_mhz, array, dataflow, sha256
-    workload: dict[str, Any]  # name, source, sha256
+    """One simulation: the hardware and workload it ran (with content hashes), the seed, the
+    totals, one record per layer, corruption (with inputs) and the accelsim version."""
+
+    hardware: HardwareInfo
+    workload: WorkloadInfo
     seed: int
     totals: Totals
     layers: list[LayerRecord]
@@ -98,3 +132,110 @@ class Result:
     @classmethod
     def from_json(cls, text: str) -> Result:
         return cls.from_dict(json.loads(text))
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        """One flat row per layer: the scalar fields, then the breakdowns flattened as
+        stall_<cause>, sram_reads_<buffer>, sram_writes_<buffer>, energy_<component>_pj and
+        toggles_<kind>. Every row has every column: a buffer a layer does not access has 0
+        reads or writes; toggles a layer does not count (vector layers, other energy models) are
+        None."""
+        groups = {}  # grouped, keys in first-seen order
+        for attr in _FLATTENED:
+            groups[attr] = list(dict.fromkeys(k for rec in self.layers
+                                              for k in (getattr(rec, attr) or {})))
+        rows = []
+        for rec in self.layers:
+            row = {name: getattr(rec, name) for name in _SCALARS}
+            for attr, (prefix, suffix, missing) in _FLATTENED.items():
+                values = getattr(rec, attr) or {}
+                for key in groups[attr]:
+                    row[f"{prefix}{key}{suffix}"] = values.get(key, missing)
+            rows.append(row)
+        return rows
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str:
+        """The per-layer rows (`layer_rows`) as CSV; written to `path` atomically (a temporary
+        file renamed) when given. Returns the text."""
+        rows = self.layer_rows()
+        buf = io.StringIO()
+        columns = list(rows[0]) if rows else _SCALARS
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buf.getvalue()
+        if path is not None:
+            write_atomic(path, text)
+        return text
+
+    def to_dataframe(self):
+        """The per-layer rows (`layer_rows`) as a pandas DataFrame indexed by layer index; needs
+        the `dataframe` extra (pip install 'accelsim[dataframe]')."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Result.to_dataframe needs pandas: pip install "
+                              "'accelsim[dataframe]'") from None
+        rows = self.layer_rows()
+        columns = list(rows[0]) if rows else _SCALARS
+        return pd.DataFrame(rows, columns=columns).set_index("index")
+
+
+# breakdown field -> column name prefix and suffix in layer_rows, value of a key a layer lacks
+_FLATTENED = {
+    "stall_breakdown": ("stall_", "", 0),
+    "sram_reads": ("sram_reads_", "", 0),
+    "sram_writes": ("sram_writes_", "", 0),
+    "energy_breakdown_pj": ("energy_", "_pj", 0.0),
+    "toggles": ("toggles_", "", None),
+}
+_SCALARS = [f.name for f in dataclasses.fields(LayerRecord) if f.name not in _FLATTENED]
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to path through a temporary file in the same folder, renamed over it: a reader
+    sees the old file or the whole new one, never half of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plain file's mode instead
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of `Result.to_json()`, generated from the dataclasses;
+    published as docs/result.schema.json and printed by `accelsim schema --result`."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(Result).json_schema(mode="serialization")
+    schema["properties"].pop("outputs")  # arrays, not part of the JSON
+    # to_json writes every field, and from_json takes no other: all required, none extra.
+    for obj in [schema, *schema["$defs"].values()]:
+        if obj.get("type") == "object" and "properties" in obj:
+            obj["required"] = list(obj["properties"])
+            obj["additionalProperties"] = False
+    props = schema["properties"]
+    props["schema_version"] = {"const": SCHEMA_VERSION, "title": "Schema Version",
+                               "description": "bumped when a field is added"}
+    props["corruption"]["description"] = (
+        "null without inputs; else corruption against the fault-free run, over Monte Carlo "
+        "trials: per metric {mean, std, ci95, n}, per layer, per trial (accelsim/inject.py)")
+    props["not_modelled"]["description"] = "figures this run does not compute (absent, not zero)"
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "accelsim Result",
+        "description": (f"The output of `accelsim run --json` and `Result.to_json()`, schema "
+                        f"version {SCHEMA_VERSION}. " + " ".join(Result.__doc__.split())),
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
