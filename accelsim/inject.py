@@ -169,7 +169,7 @@ class Cells:
         # Persistent faults without ECC are a fixed pair of masks per range: read = s ^ ((~s &
         # m0) | (s & m1)), whatever the data, so a batch is corrupted in one numpy expression.
         self.by_masks = buffer.error_model.mode == "persistent" and buffer.ecc == "none"
-        self._masks: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._masks: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.read_index = 0
         self._ber: dict[float, float] = {}
 
@@ -190,14 +190,42 @@ class Cells:
                 off, nbytes, address = off + take, nbytes - take, 0
         return out
 
+    def _whole(self, voltage: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m0, m1, faulty bytes before each address) of the whole buffer at a voltage.
+
+        One read of the whole buffer per voltage: a range's masks are its slice (persistent
+        faults are per cell, whatever the range read).
+        """
+        if voltage not in self._masks:
+            m0 = self.faults.read(np.zeros(self.size, np.uint8), 0, voltage).data
+            m1 = ~self.faults.read(np.full(self.size, 255, np.uint8), 0, voltage).data
+            before = np.zeros(self.size + 1, np.int64)
+            np.cumsum((m0 | m1) != 0, out=before[1:])
+            self._masks[voltage] = (m0, m1, before)
+        return self._masks[voltage]
+
     def masks(self, address: int, nbytes: int, voltage: float):
         """(m0, m1) of a persistent range: bits that read 1 over a 0, 0 over a 1 (None: none)."""
-        key = (address, nbytes, voltage)
-        if key not in self._masks:
-            m0 = self.faults.read(np.zeros(nbytes, np.uint8), address, voltage).data
-            m1 = ~self.faults.read(np.full(nbytes, 255, np.uint8), address, voltage).data
-            self._masks[key] = (m0, m1) if (m0.any() or m1.any()) else None
-        return self._masks[key]
+        m0, m1, before = self._whole(voltage)
+        if before[address + nbytes] == before[address]:
+            return None
+        return m0[address:address + nbytes], m1[address:address + nbytes]
+
+    def clean(self, pieces: list[Piece], voltage: float) -> bool:
+        """True when no read through the pieces can be corrupted (persistent, no ECC: no faulty
+        byte in their ranges; otherwise only at BER 0)."""
+        if self.ber(voltage) == 0.0:
+            return True
+        if not self.by_masks:
+            return False
+        before = self._whole(voltage)[2]
+        return all(before[a + n] == before[a] for _, n, a in self._spans(pieces))
+
+    def count_clean(self, pieces: list[Piece], rows: int, counts: dict[str, int]) -> None:
+        """Count the reads of `rows` rows through the pieces that clean() says are error free."""
+        spans = self._spans(pieces)
+        counts["reads"] += rows * len(spans)
+        counts["bytes"] += rows * sum(s.nbytes for s in spans)
 
     def read(self, stored: np.ndarray, pieces: list[Piece], voltage: float,
              counts: dict[str, int]) -> np.ndarray:
@@ -470,15 +498,14 @@ class _Run:
         return out
 
     def error_free(self, lm: LayerMapping, buffer: str, pieces: list[Piece], rows: int) -> bool:
-        """True (and the reads counted) when the buffer's BER is 0 for this layer: nothing to
-        encode or read."""
+        """True (and the reads counted) when no read through the pieces can be corrupted (BER
+        0 for this layer, or persistent faults without ECC and no faulty cell in their ranges):
+        nothing to encode or read."""
         voltage = self.hw.buffers[buffer].voltage_for(lm.name, lm.compute_index)
-        if self.cells[buffer].ber(voltage) != 0.0:
+        cells = self.cells[buffer]
+        if not cells.clean(pieces, voltage):
             return False
-        counts = self.counts(lm.name, buffer)
-        spans = self.cells[buffer]._spans(pieces)
-        counts["reads"] += rows * len(spans)
-        counts["bytes"] += rows * sum(p.nbytes for p in spans)
+        cells.count_clean(pieces, rows, self.counts(lm.name, buffer))
         return True
 
     def run_node(self, node: Node, env: dict[str, np.ndarray]) -> None:
@@ -537,9 +564,13 @@ class _Run:
         names = {role: self.hw.buffer_for(role) for role in ("ifmap", "weights", "ofmap")}
         copies: dict[str, dict[tuple, list[Piece]]] = {"ifmap": {}, "weights": {}}
         cache: dict[tuple, Any] = {}
+        batches: dict[int, tuple] = {}
         persistent = {r: self.hw.buffers[n].error_model.mode == "persistent"
                       for r, n in names.items()}
-        for fold, io in zip(lm.folds, ios, strict=True):
+        hits = None
+        if persistent["weights"] and self._vector_weights(lm, layer, names["weights"]):
+            hits, fold_copy = self._weight_copies(lm, layer, ios, names["weights"])
+        for i, (fold, io) in enumerate(zip(lm.folds, ios, strict=True)):
             keys = {"weights": (fold.group, fold.k, fold.n), "ifmap": (fold.group, fold.p, fold.k)}
             where = {}
             for role in ("weights", "ifmap"):
@@ -549,11 +580,15 @@ class _Run:
                 if where[role] is None:
                     raise ValueError(f"layer {lm.name}: fold {fold.index} reads a {role} block "
                                      "no fold loaded")
-            w_copy = self._weights(lm, layer, fold, where["weights"], names["weights"],
-                                   cache if persistent["weights"] else None)
+            if hits is not None:
+                w_copy = hits[fold_copy[i]]
+            else:
+                w_copy = self._weights(lm, layer, fold, where["weights"], names["weights"],
+                                       cache if persistent["weights"] else None)
             x_copy = self._ifmap(lm, layer, fold, where["ifmap"], names["ifmap"],
                                  cache if persistent["ifmap"] else None)
-            self._correct(layer, fold, w_copy, x_copy)
+            self._correct(layer, fold, w_copy, x_copy, batches)
+        self._correct_weights(layer, batches)
         acc = env[acc_name]
         if layer.corr is not None and layer.corr.any():
             env[acc_name] = self._apply(layer, acc, node, env)
@@ -564,6 +599,112 @@ class _Run:
             if n is not node:
                 self.run_node(n, env)
         self._stores(lm, layer, nodes, ios, env, names["ofmap"])
+
+    def _vector_weights(self, lm, layer: _Layer, buffer: str) -> bool:
+        """Whether _weight_copies reads this layer's weights copies (all at once): persistent
+        faults without ECC (fixed masks), one byte per element, no record kept."""
+        return (self.cells[buffer].by_masks and not self.recording
+                and lm.bits["weights"] == 8 and _kind(layer.w_type) == "int")
+
+    def _weight_copies(self, lm, layer: _Layer, ios: list[FoldIO], buffer: str):
+        """_weights for every fold at once (see _vector_weights): (the distinct copies' (dW,
+        W' - w_zp), per fold the index of the copy it reads, -1 for none).
+
+        A copy is a block at an address pattern; its bytes are gathered from every copy into
+        one array and read through the buffer's whole-buffer masks in one expression. Counts
+        are those of per-fold reads: every fold reads its copy once per inference.
+        """
+        ids: dict[tuple, int] = {}
+        blocks: list[tuple] = []
+        fold_copy: list[int] = []
+        loaded: dict[tuple, list[Piece]] = {}
+        for fold, io in zip(lm.folds, ios, strict=True):
+            key = (fold.group, fold.k, fold.n)
+            if "weights" in io.loads:
+                loaded[key] = io.loads["weights"]
+            pieces = loaded.get(key)
+            if pieces is None:  # compute_layer raises at this fold
+                fold_copy.append(-1)
+                continue
+            ck = (key, tuple(pieces))
+            c = ids.get(ck)
+            if c is None:
+                c = ids[ck] = len(blocks)
+                blocks.append(ck)
+            fold_copy.append(c)
+        cells = self.cells[buffer]
+        voltage = self.hw.buffers[buffer].voltage_for(lm.name, lm.compute_index)
+        n_i = layer.inferences
+        n_c = len(blocks)
+        uses = np.bincount([c for c in fold_copy if c >= 0], minlength=n_c).astype(np.int64)
+        hits: list[tuple] = [(None, None)] * n_c
+        span_copy, span_off, span_n, span_addr = [], [], [], []
+        geo_l = []
+        full = cells.size
+        for c, ((g, (k0, k1), (n0, n1)), pieces) in enumerate(blocks):
+            geo_l.append((g, k0, k1 - k0, n0, n1 - n0))
+            for piece in pieces:
+                if piece.address >= full or piece.address + piece.nbytes > full:
+                    spans = cells._spans([piece])
+                else:
+                    spans = (piece,)
+                for off, nb, address in spans:
+                    span_copy.append(c)
+                    span_off.append(off)
+                    span_n.append(nb)
+                    span_addr.append(address)
+        geo = np.array(geo_l, np.int64).reshape(n_c, 5)  # g, k0, kf, n0, nf
+        size = geo[:, 2] * geo[:, 4]
+        span_copy_a = np.asarray(span_copy, np.int64)
+        span_n_a = np.asarray(span_n, np.int64)
+        covered = np.bincount(span_copy_a, span_n_a, n_c).astype(np.int64)
+        if not np.array_equal(covered, size):  # pieces not exactly their block: fold by fold
+            return None, fold_copy
+        counts = self.counts(lm.name, buffer)
+        counts["reads"] += n_i * int(uses @ np.bincount(span_copy_a, minlength=n_c))
+        counts["bytes"] += n_i * int(uses @ np.bincount(span_copy_a, span_n_a, n_c)
+                                     .astype(np.int64))
+        if n_c == 0 or cells.ber(voltage) == 0.0:
+            return hits, fold_copy
+        m0_all, m1_all, before = cells._whole(voltage)
+        span_addr_a = np.asarray(span_addr, np.int64)
+        bad = before[span_addr_a + span_n_a] - before[span_addr_a]
+        faulty = np.bincount(span_copy_a, bad, n_c) > 0
+        sel = np.flatnonzero(faulty[span_copy_a])  # spans of copies with a faulty byte
+        if sel.size == 0:
+            return hits, fold_copy
+        cs = np.flatnonzero(faulty)
+        start = np.zeros(n_c + 1, np.int64)
+        start[1:][cs] = size[cs]
+        np.cumsum(start, out=start)  # start of each (faulty) copy in the gathered bytes
+        total = int(start[-1])
+        s_off = np.asarray(span_off, np.int64)[sel] + start[span_copy_a[sel]]
+        addr = np.repeat(span_addr_a[sel] - s_off, span_n_a[sel]) + np.arange(total)
+        copy_of = np.repeat(cs, size[cs])
+        e = np.arange(total) - start[copy_of]
+        g, k0, kf, n0 = geo[copy_of, 0], geo[copy_of, 1], geo[copy_of, 2], geo[copy_of, 3]
+        nn, kk = np.divmod(e, kf)
+        w = np.ascontiguousarray(layer.w)
+        gk, gn = w.shape[1], w.shape[2]
+        v = w.reshape(-1)[(g * gk + k0 + kk) * gn + n0 + nn].astype(np.int64)
+        st = (v & 255).astype(np.uint8)
+        m0, m1 = m0_all[addr], m1_all[addr]
+        rd = st ^ ((~st & m0) | (st & m1))
+        flips = np.bincount(copy_of, np.bitwise_count(rd ^ st), n_c).astype(np.int64)
+        flipped = n_i * int(uses @ flips)
+        counts["bit_errors"] += flipped
+        counts["bits_flipped"] += flipped
+        new = (rd.view(np.int8) if layer.w_type.signed else rd).astype(np.int64)
+        diff = new - v
+        wz = new - layer.w_zp[g, n0 + nn]
+        changed = np.bincount(copy_of, diff != 0, n_c) > 0
+        start_l, geo_c = start.tolist(), geo.tolist()
+        for c in np.flatnonzero(changed).tolist():
+            kfc, nfc = geo_c[c][2], geo_c[c][4]
+            a, b = start_l[c], start_l[c + 1]
+            hits[c] = (diff[a:b].reshape(1, nfc, kfc).transpose(0, 2, 1),
+                       wz[a:b].reshape(1, nfc, kfc).transpose(0, 2, 1))
+        return hits, fold_copy
 
     def _weights(self, lm, layer: _Layer, fold, pieces, buffer, cache):
         """(dW (Bw, Kf, Nf) int64 or None, W' - w_zp (Bw, Kf, Nf) int64) of a fold's copy."""
@@ -625,15 +766,16 @@ class _Run:
             cache[key] = (_diff_counts(self.counts(lm.name, buffer), before), hit)
         return hit
 
-    def _correct(self, layer: _Layer, fold, w_copy, x_copy) -> None:
-        """Add the fold's exact corrections: A dW over its ranges, dA W' per fan-out."""
-        g, (p0, p1), k0, (n0, n1) = fold.group, fold.p, fold.k[0], fold.n
+    def _correct(self, layer: _Layer, fold, w_copy, x_copy, batches: dict[int, tuple]) -> None:
+        """Add the fold's exact corrections: A dW over its ranges, dA W' per fan-out.
+
+        A dW is deferred to _correct_weights: the folds that read the same corrupted weights
+        copy are gathered (batches, by the copy's identity) and corrected together.
+        """
+        g, k0, (n0, n1) = fold.group, fold.k[0], fold.n
         dw, wz_new = w_copy
         if dw is not None:
-            rows = np.flatnonzero(dw.any(axis=(0, 2)))
-            a = layer.im2col(g, np.arange(p0, p1), rows + k0).astype(np.float64)
-            term = np.matmul(a, dw[:, rows, :].astype(np.float64))
-            layer.correction()[:, g, p0:p1, n0:n1] += np.rint(term).astype(np.int64)
+            batches.setdefault((g, fold.p), []).append((k0, n0, n1, dw))
         if x_copy is not None:
             region, wrong, dx = x_copy
             e, pp, kk = layer.fan_out(region, wrong, fold.p, fold.k)
@@ -646,6 +788,44 @@ class _Run:
                 contrib = dx[:, e, None] * w_rows  # (I, M, Nf)
                 target = layer.correction()[:, g, :, n0:n1].transpose(1, 0, 2)
                 np.add.at(target, pp, contrib.transpose(1, 0, 2))
+
+    def _correct_weights(self, layer: _Layer, batches: dict[tuple, list]) -> None:
+        """A dW of the folds of each pixel range (batches: (group, p-range) -> their weights
+        copies' (k0, n0, n1, dW)): their dW placed in one matrix over the k- and n-ranges they
+        cover, one im2col gather and one product (the sum over folds is linear). Exact: the
+        product is in float64 when no sum can reach 2^53, else in int64."""
+        corr = layer.correction() if batches else None
+        for (g, (p0, p1)), blocks in batches.items():
+            klo = min(b[0] for b in blocks)
+            khi = max(b[0] + b[3].shape[1] for b in blocks)
+            nlo, nhi = min(b[1] for b in blocks), max(b[2] for b in blocks)
+            area = sum(b[3][0].size for b in blocks)
+            if 4 * area < (khi - klo) * (nhi - nlo):  # sparse blocks: one product each
+                for k0, n0, n1, dw in blocks:
+                    self._correct_block(layer, corr, g, p0, p1, k0, n0, n1, dw)
+                continue
+            depth = max(b[3].shape[0] for b in blocks)
+            d = np.zeros((depth, khi - klo, nhi - nlo), np.int64)
+            for k0, n0, n1, dw in blocks:
+                d[:, k0 - klo:k0 - klo + dw.shape[1], n0 - nlo:n1 - nlo] += dw
+            self._correct_block(layer, corr, g, p0, p1, klo, nlo, nhi, d)
+        batches.clear()
+
+    @staticmethod
+    def _correct_block(layer: _Layer, corr: np.ndarray, g: int, p0: int, p1: int, k0: int,
+                       n0: int, n1: int, dw: np.ndarray) -> None:
+        """corr[:, g, p0:p1, n0:n1] += A[p0:p1, k0 + rows] dW[rows] over dW's nonzero rows."""
+        rows = np.flatnonzero(dw.any(axis=(0, 2)))
+        if rows.size == 0:
+            return
+        a = layer.im2col(g, np.arange(p0, p1), rows + k0)
+        d = dw[:, rows, :]
+        bound = (int(np.abs(a).max(initial=0)) * int(np.abs(d).max(initial=0)) * rows.size)
+        if bound < 1 << 53:
+            term = np.rint(np.matmul(a.astype(np.float64), d.astype(np.float64)))
+            corr[:, g, p0:p1, n0:n1] += term.astype(np.int64)
+        else:
+            corr[:, g, p0:p1, n0:n1] += np.matmul(a, d)
 
     def _apply(self, layer: _Layer, acc: np.ndarray, node: Node, env: dict) -> np.ndarray:
         """The layer's accumulators plus its corrections, in the accumulator's arithmetic."""

@@ -310,3 +310,53 @@ def test_digits_accuracy_falls_at_low_weight_voltage(hw_path, workload, digits_t
         assert set(one["layers"]) >= {"conv1", "conv2"}
     assert acc[1.0]["std"] == 0 and acc[0.83]["mean"] < acc[1.0]["mean"]
     print(workload.name, {v: round(a["mean"], 4) for v, a in acc.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The vectorised weights reads and batched corrections equal the fold-by-fold path
+
+
+def test_reloaded_blocks_vectorised_path_equals_fold_by_fold_and_reference(monkeypatch):
+    """Weight blocks streamed through a tiny buffer and reloaded on every pixel pass (other
+    slots, other cells): the layer-at-once path (whole-buffer masks, corrections batched per
+    pixel range) equals the per-fold reads (record=True, or the vectorised read turned off) and
+    the brute-force reference, outputs and counts."""
+    from accelsim.inject import _Run
+
+    rng = np.random.default_rng(7)
+    graph = conv_layer(rng, nb=1, cg=6, groups=1, og=20, h=12, w=11, kh=3, kw=3,
+                       stride=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1))
+    over = {"pe_array.rows": 4, "pe_array.cols": 4, "buffers.weights.size_kib": 0.25,
+            "buffers.ifmap.size_kib": 0.5, "buffers.ofmap.size_kib": 1}
+    for b in ("ifmap", "weights", "ofmap"):
+        over[f"buffers.{b}.voltage_v"] = 0.9 * 0.8
+        over[f"buffers.{b}.banks"] = 2
+    mapping = plan(load_hardware({}, over), graph)
+    (lm,) = [m for m in mapping.layers if m.kind == "compute"]
+    loads = [(s.fold, t.address) for s in lm.steps for t in s.loads if t.role == "weights"]
+    blocks = {(f.group, f.k, f.n) for f in lm.folds}
+    assert len(loads) > 2 * len(blocks)  # blocks reloaded, at several address patterns
+    x = rng.integers(0, 256, (2,) + graph.tensors["x"].shape[1:]).astype(np.uint8)
+    fast = run_faulty(mapping, {"x": x}, seed=5)
+    assert fast.flips_by_buffer()["weights"] > 0
+    slow = run_faulty(mapping, {"x": x}, seed=5, record=True)
+    monkeypatch.setattr(_Run, "_vector_weights", lambda *a: False)
+    off = run_faulty(mapping, {"x": x}, seed=5)
+    for other in (slow, off):
+        assert same_tensors(fast.intermediates, other.intermediates)
+        assert fast.flips == other.flips
+    np.testing.assert_array_equal(fast.outputs["acc"], reference_faulty_conv(mapping, x, 5))
+
+
+def test_streamed_network_vectorised_path_equals_fold_by_fold(digits_test_set, monkeypatch):
+    """A whole network with its weights streamed through a 1 KiB buffer: the same run with the
+    vectorised weights reads and without them (tensors and every count)."""
+    from accelsim.inject import _Run
+
+    hw = hardware(EDGE, 0.8, **{"buffers.weights.size_kib": 1})
+    x = digits_test_set[0][:3]
+    _, fast = digits_run(hw, DIGITS_INT8, x, seed=9)
+    monkeypatch.setattr(_Run, "_vector_weights", lambda *a: False)
+    _, slow = digits_run(hw, DIGITS_INT8, x, seed=9)
+    assert sum(fast.flips_by_buffer().values()) > 0
+    assert same_tensors(fast.intermediates, slow.intermediates) and fast.flips == slow.flips
