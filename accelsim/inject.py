@@ -280,17 +280,29 @@ class FoldIO(NamedTuple):
 
 def fold_io(layer: LayerMapping) -> list[FoldIO]:
     """Per fold of a compute layer, its transfers' pieces (chunks concatenated in step order)."""
-    loads: list[dict[str, list]] = [{} for _ in layer.folds]
-    stores: list[dict[str, list]] = [{} for _ in layer.folds]
+    loads: list[dict[str, list[Piece]]] = [{} for _ in layer.folds]
+    stores: list[dict[str, list[Piece]]] = [{} for _ in layer.folds]
+    ends: dict[tuple, int] = {}  # (fold, load or store, role or kind) -> bytes so far
     for step in layer.steps:
+        fold = step.fold
         for t in step.loads:
             role = "psum" if t.kind == "psum" else t.role
-            loads[step.fold].setdefault(role, []).append(t)
+            key = (fold, 0, role)
+            off = ends.get(key, 0)
+            ends[key] = off + t.nbytes
+            if off:
+                loads[fold][role].append(Piece(off, t.nbytes, t.address))
+            else:
+                loads[fold].setdefault(role, []).append(Piece(0, t.nbytes, t.address))
         for t in step.stores:
-            stores[step.fold].setdefault(t.kind, []).append(t)
-    return [FoldIO({r: pieces_of(ts) for r, ts in ld.items()},
-                   {k: pieces_of(ts) for k, ts in st.items()})
-            for ld, st in zip(loads, stores, strict=True)]
+            key = (fold, 1, t.kind)
+            off = ends.get(key, 0)
+            ends[key] = off + t.nbytes
+            if off:
+                stores[fold][t.kind].append(Piece(off, t.nbytes, t.address))
+            else:
+                stores[fold].setdefault(t.kind, []).append(Piece(0, t.nbytes, t.address))
+    return [FoldIO(ld, st) for ld, st in zip(loads, stores, strict=True)]
 
 
 class Region(NamedTuple):
@@ -334,6 +346,33 @@ def ifmap_region(gemm: Gemm, pads: tuple[int, int], p: tuple[int, int],
     else:
         cols, x0 = gemm.in_w, 0
     return Region(first, 1, y0, rows, x0, cols, channels)
+
+
+class _SparseDW(NamedTuple):
+    """A weights copy's errors as entries: dW[b, k - k0, n - n0] = d for each (b, k, n, d) of
+    a (depth, Kf, Nf) block at (k0, n0) (depth 1: every inference reads the same copy)."""
+
+    depth: int
+    k0: int
+    kf: int
+    n0: int
+    nf: int
+    b: np.ndarray
+    k: np.ndarray
+    n: np.ndarray
+    d: np.ndarray
+
+    @staticmethod
+    def of(dw: np.ndarray, k0: int, n0: int) -> _SparseDW:
+        """The entries of a dense (depth, Kf, Nf) dW."""
+        b, k, n = np.nonzero(dw)
+        return _SparseDW(dw.shape[0], k0, dw.shape[1], n0, dw.shape[2], b, k + k0, n + n0,
+                         dw[b, k, n])
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros((self.depth, self.kf, self.nf), np.int64)
+        out[self.b, self.k - self.k0, self.n - self.n0] = self.d
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,6 +606,10 @@ class _Run:
         batches: dict[int, tuple] = {}
         persistent = {r: self.hw.buffers[n].error_model.mode == "persistent"
                       for r, n in names.items()}
+        x_cells = self.cells[names["ifmap"]]
+        x_voltage = self.hw.buffers[names["ifmap"]].voltage_for(lm.name, lm.compute_index)
+        x_zero = not self.recording and x_cells.ber(x_voltage) == 0.0
+        x_reads = x_bytes = 0
         hits = None
         if persistent["weights"] and self._vector_weights(lm, layer, names["weights"]):
             hits, fold_copy = self._weight_copies(lm, layer, ios, names["weights"])
@@ -585,9 +628,19 @@ class _Run:
             else:
                 w_copy = self._weights(lm, layer, fold, where["weights"], names["weights"],
                                        cache if persistent["weights"] else None)
-            x_copy = self._ifmap(lm, layer, fold, where["ifmap"], names["ifmap"],
-                                 cache if persistent["ifmap"] else None)
+            if x_zero:  # error free: only counted
+                spans = x_cells._spans(where["ifmap"])
+                x_reads += len(spans)
+                x_bytes += sum(sp.nbytes for sp in spans)
+                x_copy = None
+            else:
+                x_copy = self._ifmap(lm, layer, fold, where["ifmap"], names["ifmap"],
+                                     cache if persistent["ifmap"] else None)
             self._correct(layer, fold, w_copy, x_copy, batches)
+        if x_zero and lm.folds:
+            counts = self.counts(lm.name, names["ifmap"])
+            counts["reads"] += layer.inferences * x_reads
+            counts["bytes"] += layer.inferences * x_bytes
         self._correct_weights(layer, batches)
         acc = env[acc_name]
         if layer.corr is not None and layer.corr.any():
@@ -653,6 +706,7 @@ class _Run:
                     span_off.append(off)
                     span_n.append(nb)
                     span_addr.append(address)
+        blocks_geo = geo_l
         geo = np.array(geo_l, np.int64).reshape(n_c, 5)  # g, k0, kf, n0, nf
         size = geo[:, 2] * geo[:, 4]
         span_copy_a = np.asarray(span_copy, np.int64)
@@ -667,26 +721,24 @@ class _Run:
         if n_c == 0 or cells.ber(voltage) == 0.0:
             return hits, fold_copy
         m0_all, m1_all, before = cells._whole(voltage)
+        bad_at = np.flatnonzero(before[1:] != before[:-1])  # faulty bytes' addresses
         span_addr_a = np.asarray(span_addr, np.int64)
-        bad = before[span_addr_a + span_n_a] - before[span_addr_a]
-        faulty = np.bincount(span_copy_a, bad, n_c) > 0
-        sel = np.flatnonzero(faulty[span_copy_a])  # spans of copies with a faulty byte
-        if sel.size == 0:
+        lo = np.searchsorted(bad_at, span_addr_a)
+        cnt = np.searchsorted(bad_at, span_addr_a + span_n_a) - lo
+        total = int(cnt.sum())
+        if total == 0:
             return hits, fold_copy
-        cs = np.flatnonzero(faulty)
-        start = np.zeros(n_c + 1, np.int64)
-        start[1:][cs] = size[cs]
-        np.cumsum(start, out=start)  # start of each (faulty) copy in the gathered bytes
-        total = int(start[-1])
-        s_off = np.asarray(span_off, np.int64)[sel] + start[span_copy_a[sel]]
-        addr = np.repeat(span_addr_a[sel] - s_off, span_n_a[sel]) + np.arange(total)
-        copy_of = np.repeat(cs, size[cs])
-        e = np.arange(total) - start[copy_of]
-        g, k0, kf, n0 = geo[copy_of, 0], geo[copy_of, 1], geo[copy_of, 2], geo[copy_of, 3]
+        # one entry per (span, faulty byte in it), grouped by copy (spans are in copy order)
+        first = np.cumsum(cnt) - cnt
+        sp = np.repeat(np.arange(cnt.size), cnt)
+        addr = bad_at[lo[sp] + np.arange(total) - first[sp]]
+        e = np.asarray(span_off, np.int64)[sp] + addr - span_addr_a[sp]  # element in block
+        copy_of = span_copy_a[sp]
+        gc, k0, kf, n0 = geo[copy_of, 0], geo[copy_of, 1], geo[copy_of, 2], geo[copy_of, 3]
         nn, kk = np.divmod(e, kf)
-        w = np.ascontiguousarray(layer.w)
-        gk, gn = w.shape[1], w.shape[2]
-        v = w.reshape(-1)[(g * gk + k0 + kk) * gn + n0 + nn].astype(np.int64)
+        kk += k0
+        nn += n0
+        v = layer.w[gc, kk, nn].astype(np.int64)
         st = (v & 255).astype(np.uint8)
         m0, m1 = m0_all[addr], m1_all[addr]
         rd = st ^ ((~st & m0) | (st & m1))
@@ -696,14 +748,17 @@ class _Run:
         counts["bits_flipped"] += flipped
         new = (rd.view(np.int8) if layer.w_type.signed else rd).astype(np.int64)
         diff = new - v
-        wz = new - layer.w_zp[g, n0 + nn]
-        changed = np.bincount(copy_of, diff != 0, n_c) > 0
-        start_l, geo_c = start.tolist(), geo.tolist()
-        for c in np.flatnonzero(changed).tolist():
-            kfc, nfc = geo_c[c][2], geo_c[c][4]
-            a, b = start_l[c], start_l[c + 1]
-            hits[c] = (diff[a:b].reshape(1, nfc, kfc).transpose(0, 2, 1),
-                       wz[a:b].reshape(1, nfc, kfc).transpose(0, 2, 1))
+        keep = np.flatnonzero(diff)
+        if keep.size == 0:
+            return hits, fold_copy
+        copy_of, kk, nn, diff = copy_of[keep], kk[keep], nn[keep], diff[keep]
+        bounds = np.searchsorted(copy_of, np.arange(n_c + 1)).tolist()
+        zeros = np.zeros(keep.size, np.int64)
+        for c in np.unique(copy_of).tolist():
+            a, b = bounds[c], bounds[c + 1]
+            _, k0c, kfc, n0c, nfc = blocks_geo[c]
+            hits[c] = (_SparseDW(1, k0c, kfc, n0c, nfc, zeros[a:b], kk[a:b], nn[a:b],
+                                 diff[a:b]), None)
         return hits, fold_copy
 
     def _weights(self, lm, layer: _Layer, fold, pieces, buffer, cache):
@@ -766,60 +821,64 @@ class _Run:
             cache[key] = (_diff_counts(self.counts(lm.name, buffer), before), hit)
         return hit
 
-    def _correct(self, layer: _Layer, fold, w_copy, x_copy, batches: dict[int, tuple]) -> None:
+    def _correct(self, layer: _Layer, fold, w_copy, x_copy, batches: dict[tuple, list]) -> None:
         """Add the fold's exact corrections: A dW over its ranges, dA W' per fan-out.
 
-        A dW is deferred to _correct_weights: the folds that read the same corrupted weights
-        copy are gathered (batches, by the copy's identity) and corrected together.
+        A dW is deferred to _correct_weights: the folds of one pixel range are gathered
+        (batches, by group and p-range, their dW as entries) and corrected together.
         """
         g, k0, (n0, n1) = fold.group, fold.k[0], fold.n
-        dw, wz_new = w_copy
+        dw = w_copy[0]
         if dw is not None:
-            batches.setdefault((g, fold.p), []).append((k0, n0, n1, dw))
+            sparse = dw if isinstance(dw, _SparseDW) else _SparseDW.of(dw, k0, n0)
+            batches.setdefault((g, fold.p), []).append(sparse)
         if x_copy is not None:
             region, wrong, dx = x_copy
             e, pp, kk = layer.fan_out(region, wrong, fold.p, fold.k)
             if e.size:
-                if wz_new is None:
-                    w_rows = (layer.w[g, kk, n0:n1].astype(np.int64)
-                              - layer.w_zp[g, n0:n1][None, :])[None]
-                else:
-                    w_rows = wz_new[:, kk - k0, :]
+                # W' - w_zp of the copy read: the clean rows plus its errors
+                w_rows = (layer.w[g, kk, n0:n1].astype(np.int64)
+                          - layer.w_zp[g, n0:n1][None, :])[None]
+                if dw is not None:
+                    dense = dw.dense() if isinstance(dw, _SparseDW) else dw
+                    w_rows = w_rows + dense[:, kk - k0, :]
                 contrib = dx[:, e, None] * w_rows  # (I, M, Nf)
                 target = layer.correction()[:, g, :, n0:n1].transpose(1, 0, 2)
                 np.add.at(target, pp, contrib.transpose(1, 0, 2))
 
     def _correct_weights(self, layer: _Layer, batches: dict[tuple, list]) -> None:
         """A dW of the folds of each pixel range (batches: (group, p-range) -> their weights
-        copies' (k0, n0, n1, dW)): their dW placed in one matrix over the k- and n-ranges they
-        cover, one im2col gather and one product (the sum over folds is linear). Exact: the
-        product is in float64 when no sum can reach 2^53, else in int64."""
+        copies' errors as _SparseDW): the errors summed into one matrix over the rows (k) that
+        have any and the n-range the copies cover, one im2col gather and one product (the sum
+        over folds is linear). Exact: the product is in float64 when no sum can reach 2^53,
+        else in int64."""
         corr = layer.correction() if batches else None
-        for (g, (p0, p1)), blocks in batches.items():
-            klo = min(b[0] for b in blocks)
-            khi = max(b[0] + b[3].shape[1] for b in blocks)
-            nlo, nhi = min(b[1] for b in blocks), max(b[2] for b in blocks)
-            area = sum(b[3][0].size for b in blocks)
-            if 4 * area < (khi - klo) * (nhi - nlo):  # sparse blocks: one product each
-                for k0, n0, n1, dw in blocks:
-                    self._correct_block(layer, corr, g, p0, p1, k0, n0, n1, dw)
+        for (g, (p0, p1)), copies in batches.items():
+            depth = max(c.depth for c in copies)
+            nlo = min(c.n0 for c in copies)
+            nhi = max(c.n0 + c.nf for c in copies)
+            bs, ks, ns, ds = [], [], [], []
+            for c in copies:
+                reps = range(depth) if c.depth < depth else (None,)
+                for r in reps:  # a copy every inference reads alike, at every depth
+                    bs.append(c.b if r is None else np.full(c.b.size, r, np.int64))
+                    ks.append(c.k)
+                    ns.append(c.n)
+                    ds.append(c.d)
+            k = np.concatenate(ks)
+            if k.size == 0:
                 continue
-            depth = max(b[3].shape[0] for b in blocks)
-            d = np.zeros((depth, khi - klo, nhi - nlo), np.int64)
-            for k0, n0, n1, dw in blocks:
-                d[:, k0 - klo:k0 - klo + dw.shape[1], n0 - nlo:n1 - nlo] += dw
-            self._correct_block(layer, corr, g, p0, p1, klo, nlo, nhi, d)
+            rows, ri = np.unique(k, return_inverse=True)
+            d = np.zeros((depth, rows.size, nhi - nlo), np.int64)
+            np.add.at(d, (np.concatenate(bs), ri, np.concatenate(ns) - nlo), np.concatenate(ds))
+            self._correct_block(layer, corr, g, p0, p1, rows, nlo, nhi, d)
         batches.clear()
 
     @staticmethod
-    def _correct_block(layer: _Layer, corr: np.ndarray, g: int, p0: int, p1: int, k0: int,
-                       n0: int, n1: int, dw: np.ndarray) -> None:
-        """corr[:, g, p0:p1, n0:n1] += A[p0:p1, k0 + rows] dW[rows] over dW's nonzero rows."""
-        rows = np.flatnonzero(dw.any(axis=(0, 2)))
-        if rows.size == 0:
-            return
-        a = layer.im2col(g, np.arange(p0, p1), rows + k0)
-        d = dw[:, rows, :]
+    def _correct_block(layer: _Layer, corr: np.ndarray, g: int, p0: int, p1: int,
+                       rows: np.ndarray, n0: int, n1: int, d: np.ndarray) -> None:
+        """corr[:, g, p0:p1, n0:n1] += A[p0:p1, rows] d (d: (depth, len(rows), n1 - n0))."""
+        a = layer.im2col(g, np.arange(p0, p1), rows)
         bound = (int(np.abs(a).max(initial=0)) * int(np.abs(d).max(initial=0)) * rows.size)
         if bound < 1 << 53:
             term = np.rint(np.matmul(a.astype(np.float64), d.astype(np.float64)))
