@@ -610,6 +610,7 @@ class _Run:
         x_voltage = self.hw.buffers[names["ifmap"]].voltage_for(lm.name, lm.compute_index)
         x_zero = not self.recording and x_cells.ber(x_voltage) == 0.0
         x_reads = x_bytes = 0
+        x_spans: dict[int, tuple[int, int]] = {}  # by pieces list (ios keeps them alive)
         hits = None
         if persistent["weights"] and self._vector_weights(lm, layer, names["weights"]):
             hits, fold_copy = self._weight_copies(lm, layer, ios, names["weights"])
@@ -629,9 +630,12 @@ class _Run:
                 w_copy = self._weights(lm, layer, fold, where["weights"], names["weights"],
                                        cache if persistent["weights"] else None)
             if x_zero:  # error free: only counted
-                spans = x_cells._spans(where["ifmap"])
-                x_reads += len(spans)
-                x_bytes += sum(sp.nbytes for sp in spans)
+                if id(where["ifmap"]) not in x_spans:
+                    spans = x_cells._spans(where["ifmap"])
+                    x_spans[id(where["ifmap"])] = (len(spans), sum(sp.nbytes for sp in spans))
+                reads, nbytes = x_spans[id(where["ifmap"])]
+                x_reads += reads
+                x_bytes += nbytes
                 x_copy = None
             else:
                 x_copy = self._ifmap(lm, layer, fold, where["ifmap"], names["ifmap"],
@@ -667,7 +671,7 @@ class _Run:
         one array and read through the buffer's whole-buffer masks in one expression. Counts
         are those of per-fold reads: every fold reads its copy once per inference.
         """
-        ids: dict[tuple, int] = {}
+        ids: dict[int, int] = {}
         blocks: list[tuple] = []
         fold_copy: list[int] = []
         loaded: dict[tuple, list[Piece]] = {}
@@ -679,11 +683,10 @@ class _Run:
             if pieces is None:  # compute_layer raises at this fold
                 fold_copy.append(-1)
                 continue
-            ck = (key, tuple(pieces))
-            c = ids.get(ck)
+            c = ids.get(id(pieces))  # one copy per load (ios keeps the lists alive)
             if c is None:
-                c = ids[ck] = len(blocks)
-                blocks.append(ck)
+                c = ids[id(pieces)] = len(blocks)
+                blocks.append((key, pieces))
             fold_copy.append(c)
         cells = self.cells[buffer]
         voltage = self.hw.buffers[buffer].voltage_for(lm.name, lm.compute_index)
