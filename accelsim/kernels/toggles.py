@@ -150,7 +150,11 @@ def _toggles_os(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, col
 @njit(cache=True, parallel=True)
 def _toggles_ws(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, cols,
                 acc_mask, lo, hi, saturate, split):
-    """Per physical column c (n = n0 + c): weights loaded per fold, then the stream over p."""
+    """Per physical column c (n = n0 + c): weights loaded per fold, then the stream over p.
+
+    a_zp is per streamed row (G, P), b_zp per column (G, N), so the input-stationary dataflow
+    is this kernel with the operands' roles swapped (see _toggles_is).
+    """
     groups, n_p, _ = a.shape
     n_n = b.shape[1]
     # sums of the earlier row folds, [g, n, p]: a column walks its n along p
@@ -185,7 +189,7 @@ def _toggles_ws(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, col
                     v = _pattern(x, a_bit, a_mask)
                     ta += _ctpop(v ^ areg[r])
                     areg[r] = v
-                    prod = (np.int64(x) - a_zp) * (np.int64(b[g, n, k]) - zb)
+                    prod = (np.int64(x) - a_zp[g, p]) * (np.int64(b[g, n, k]) - zb)
                     if split:
                         if prod < 0:
                             sn = _accumulate(sn, -prod, saturate, lo, hi)
@@ -206,62 +210,14 @@ def _toggles_ws(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, col
     return out
 
 
-@njit(cache=True, parallel=True)
 def _toggles_is(a, a_zp, a_bit, a_mask, b, b_zp, b_bit, b_mask, folds, rows, cols,
                 acc_mask, lo, hi, saturate, split):
-    """Per physical column c (p = p0 + c): inputs loaded per fold, then the stream over n."""
-    groups, n_p, _ = a.shape
-    n_n = b.shape[1]
-    acc = np.zeros((groups, n_p, n_n), np.int64)
-    accn = np.zeros((groups, n_p, n_n) if split else (1, 1, 1), np.int64)
-    out = np.zeros((cols, 3), np.int64)
-    for c in prange(cols):
-        areg = np.zeros(rows, np.int64)
-        breg = np.zeros(rows, np.int64)
-        preg = np.zeros(rows, np.int64)
-        nreg = np.zeros(rows, np.int64)
-        ta = np.int64(0)
-        tb = np.int64(0)
-        tc = np.int64(0)
-        for f in range(folds.shape[0]):
-            g, p0, p1, k0, k1, n0, n1 = folds[f]
-            if c >= p1 - p0:
-                continue
-            p = p0 + c
-            used = k1 - k0
-            for r in range(used):
-                v = _pattern(a[g, p, k0 + r], a_bit, a_mask)
-                ta += _ctpop(v ^ areg[r])
-                areg[r] = v
-            for n in range(n0, n1):
-                zb = b_zp[g, n]
-                s = acc[g, p, n]
-                sn = accn[g, p, n] if split else np.int64(0)
-                for r in range(used):
-                    k = k0 + r
-                    y = b[g, n, k]
-                    w = _pattern(y, b_bit, b_mask)
-                    tb += _ctpop(w ^ breg[r])
-                    breg[r] = w
-                    prod = (np.int64(a[g, p, k]) - a_zp) * (np.int64(y) - zb)
-                    if split:
-                        if prod < 0:
-                            sn = _accumulate(sn, -prod, saturate, lo, hi)
-                        else:
-                            s = _accumulate(s, prod, saturate, lo, hi)
-                        tc += _ctpop((sn ^ nreg[r]) & acc_mask)
-                        nreg[r] = sn
-                    else:
-                        s = _accumulate(s, prod, saturate, lo, hi)
-                    tc += _ctpop((s ^ preg[r]) & acc_mask)
-                    preg[r] = s
-                acc[g, p, n] = s
-                if split:
-                    accn[g, p, n] = sn
-        out[c, 0] = ta
-        out[c, 1] = tb
-        out[c, 2] = tc
-    return out
+    """Input stationary = weight stationary with the operands' roles swapped: the inputs stay
+    in the PEs (one column per pixel p) and the weights stream over n."""
+    swapped = np.ascontiguousarray(folds[:, [0, 5, 6, 3, 4, 1, 2]])  # p and n ranges exchanged
+    out = _toggles_ws(b, b_zp, b_bit, b_mask, a, a_zp, a_bit, a_mask, swapped, rows, cols,
+                      acc_mask, lo, hi, saturate, split)
+    return out[:, [1, 0, 2]]  # ifmap, weights, accumulator
 
 
 _KERNELS = {"os": _toggles_os, "ws": _toggles_ws, "is": _toggles_is}
@@ -340,8 +296,10 @@ def stream_toggles(
         if extent[0].max() > rows or extent[1].max() > cols:
             raise ValueError(f"a fold does not fit the {rows} x {cols} array")
     lo, hi = -(1 << (accumulator_bits - 1)), (1 << (accumulator_bits - 1)) - 1
+    a_zp = (np.int64(a_zero_point) if dataflow == "os"
+            else np.full(a.shape[:2], a_zero_point, np.int64))
     out = _KERNELS[dataflow](
-        a, np.int64(a_zero_point), bool(a_bit_mode), np.int64((1 << a_bits) - 1),
+        a, a_zp, bool(a_bit_mode), np.int64((1 << a_bits) - 1),
         bt, b_zp, bool(b_bit_mode), np.int64((1 << b_bits) - 1),
         table, int(rows), int(cols), np.int64((1 << accumulator_bits) - 1),
         np.int64(lo), np.int64(hi), overflow == "saturate", accumulation == "split",
