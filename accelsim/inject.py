@@ -1176,15 +1176,16 @@ def _t95(df: int) -> float:
 
 def trials(mapping: MappingPlan, inputs: Mapping[str, np.ndarray], seeds: Iterable[int],
            labels: np.ndarray | None = None,
-           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[int, int], None] | None = None,
+           reference: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Monte Carlo over seeds (one faulty run each): mean, std and a 95% interval per metric.
 
     The interval is mean +- t(0.975, n-1) std / sqrt(n). Metrics with an infinite value in some
     trial (SNR with no error) report their mean (inf) and no spread. progress(done, total) is
-    called after each trial.
+    called after each trial. reference: golden()'s tensors, if the caller has them already.
     """
     seeds = list(seeds)
-    ref = golden(mapping, inputs)
+    ref = golden(mapping, inputs) if reference is None else reference
     per_trial = []
     for i, seed in enumerate(seeds):
         run = run_faulty(mapping, inputs, seed)
