@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -11,6 +10,7 @@ import sys
 import numpy as np
 
 from accelsim.errors import AccelsimError, InputError
+from accelsim.progress import progress_bar
 
 EXAMPLES = {
     "run": "accelsim run hwconfigs/edge_int8_16x16.yaml workloads/digits_cnn_int8_qdq.onnx",
@@ -128,7 +128,7 @@ def cmd_run(args) -> int:
     csv = str(args.workload).lower().endswith(".csv")
     timing_only = args.timing_only or (csv and hw.energy.model != "toggles")
     inputs, labels = (None, None) if timing_only else load_inputs(graph, args.input, args.seed)
-    with _progress("fault trials", args.trials) as progress:
+    with progress_bar("fault trials", args.trials, enabled=not args.quiet) as progress:
         result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
                           progress=progress)
     if args.out:
@@ -205,20 +205,6 @@ def print_corruption(c: dict) -> None:
     if any(flips.values()):
         print("first trial, bits flipped by buffer: "
               + ", ".join(f"{b} {n:,}" for b, n in flips.items()))
-
-
-@contextlib.contextmanager
-def _progress(what: str, total: int):
-    """A progress line on a terminal's stderr for runs of several trials; silent otherwise."""
-    if total < 2 or not sys.stderr.isatty():
-        yield None
-        return
-
-    def show(done: int, total: int) -> None:
-        print(f"\r{what}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr,
-              flush=True)
-
-    yield show
 
 
 def cmd_validate(args) -> int:
