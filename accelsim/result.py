@@ -19,7 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
@@ -44,6 +44,67 @@ class WorkloadInfo(TypedDict):
     name: str
     source: str | None
     sha256: str | None
+
+
+class Summary(TypedDict):
+    """A metric over the Monte Carlo trials: mean, sample std and 95% interval (Student t).
+    null mean: some trial has no error (infinite SNR) and others do; null spread: not finite."""
+
+    mean: float | None
+    std: float | None
+    ci95: list[float | None]  # [low, high]
+    n: int
+
+
+class LayerSummary(TypedDict):
+    """One layer's output against the fault-free run, over the trials."""
+
+    fraction_changed: Summary
+    snr_db: Summary
+    bits_flipped: Summary
+
+
+class TrialLayer(TypedDict):
+    """One layer's output in one trial: its tensor, how much of it changed, and the bits
+    flipped in what the layer read."""
+
+    tensor: str
+    fraction_changed: float
+    snr_db: float | None  # null: no error
+    bits_flipped: int
+
+
+class Trial(TypedDict):
+    """One faulty run against the fault-free run (accelsim/inject.py `corruption`): figures on
+    `output` in real units; accuracy only when labels were given."""
+
+    output: str
+    fraction_changed: float
+    mean_abs_error: float
+    max_abs_error: float
+    snr_db: float | None  # null: no error
+    top1_agreement: float
+    accuracy: NotRequired[float]
+    golden_accuracy: NotRequired[float]
+    bits_flipped: int  # stored bits that read back flipped, after ECC
+    bit_errors: int  # faulty cells read, before ECC
+    bits_flipped_by_buffer: dict[str, int]
+    bits_flipped_by_layer: dict[str, int]
+    ecc_corrected: int
+    ecc_detected: int
+    ecc_undetected: int
+    layers: dict[str, TrialLayer]
+
+
+class Corruption(TypedDict):
+    """Corruption over Monte Carlo trials with seeds `seeds`: a Summary per scalar metric of a
+    Trial (accuracy and golden_accuracy only with labels), per layer, and every trial."""
+
+    trials: int
+    seeds: list[int]
+    metrics: dict[str, Summary]
+    layers: dict[str, LayerSummary]
+    per_trial: list[Trial]
 
 
 @dataclass
@@ -106,7 +167,7 @@ class Result:
     not_modelled: list[str] = field(default_factory=lambda: ["corruption"])
     # With inputs: corruption against the golden run, Monte Carlo over trials (accelsim/inject.py
     # `trials`: per metric mean, std, ci95; per layer; per trial). null SNR/spread: no error.
-    corruption: dict[str, Any] | None = None
+    corruption: Corruption | None = None
     schema_version: int = SCHEMA_VERSION
     # The graph's outputs when the simulation ran on inputs (arrays; not part of the JSON).
     outputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -220,10 +281,13 @@ def json_schema() -> dict[str, Any]:
 
     schema = TypeAdapter(Result).json_schema(mode="serialization")
     schema["properties"].pop("outputs")  # arrays, not part of the JSON
-    # to_json writes every field, and from_json takes no other: all required, none extra.
-    for obj in [schema, *schema["$defs"].values()]:
+    # to_json writes every field of the dataclasses, and from_json takes no other: all required,
+    # none extra. The TypedDicts' required keys are pydantic's (all but NotRequired ones).
+    dataclasses_ = {"LayerRecord", "Totals"}
+    for name, obj in [("Result", schema), *schema["$defs"].items()]:
         if obj.get("type") == "object" and "properties" in obj:
-            obj["required"] = list(obj["properties"])
+            if name in dataclasses_ or obj is schema:
+                obj["required"] = list(obj["properties"])
             obj["additionalProperties"] = False
     props = schema["properties"]
     props["schema_version"] = {"const": SCHEMA_VERSION, "title": "Schema Version",

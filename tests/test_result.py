@@ -94,6 +94,33 @@ def test_schema_rejects_what_from_json_would_not_take(runs, published_schema, ca
             validator.validate(broken)
 
 
+def test_schema_types_the_corruption(runs, published_schema, capsys):
+    """The corruption block is typed down to each trial: a renamed, missing or mistyped field
+    in it fails validation."""
+    data = json.loads(run_json(capsys, runs["digits with inputs and faults"]))
+    validator = jsonschema.Draft202012Validator(published_schema)
+    validator.validate(data)
+    c = data["corruption"]
+    assert "accuracy" in c["metrics"] and "accuracy" in c["per_trial"][0]
+    no_labels = {k: v for k, v in c["per_trial"][0].items()
+                 if k not in ("accuracy", "golden_accuracy")}
+    validator.validate({**data, "corruption": {**c, "per_trial": [no_labels]}})
+    summary = c["metrics"]["bits_flipped"]
+    trial = c["per_trial"][0]
+    layer = next(iter(trial["layers"]))
+    for broken in (
+        {**c, "metrics": {**c["metrics"], "bits_flipped": {**summary, "n": "two"}}},
+        {**c, "metrics": {**c["metrics"], "bits_flipped": {"mean": 1.0}}},
+        {**c, "per_trial": [{**trial, "bits_flipped_by_buffer": {"weights": 1.5}}]},
+        {**c, "per_trial": [{**trial, "layers": {layer: {**trial["layers"][layer],
+                                                          "extra": 1}}}]},
+        {k: v for k, v in c.items() if k != "seeds"},
+        {**c, "trials": None},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate({**data, "corruption": broken})
+
+
 @pytest.fixture(scope="module")
 def result(digits_npz) -> Result:
     from accelsim import load_hardware
