@@ -84,6 +84,17 @@ def load_inputs(graph, path: str | None,
     return inputs, None
 
 
+def run_inputs(hw, graph, path: str | None, seed: int, timing_only: bool = False
+               ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    """What `run` and `sweep` simulate on: load_inputs' arrays and labels, or (None, None) to
+    time the graph only. A SCALE-Sim topology carries shapes only: its seeded weights compute
+    nothing real, so its numerics run only when the toggle energy model asks for data."""
+    csv = str(graph.source).lower().endswith(".csv")
+    if timing_only or (csv and hw.energy.model != "toggles"):
+        return None, None
+    return load_inputs(graph, path, seed)
+
+
 def _kib(nbytes: int) -> str:
     return f"{nbytes / 1024:,.1f}"
 
@@ -123,11 +134,7 @@ def cmd_run(args) -> int:
 
     hw = load_hardware(args.hardware, overrides=args.set)
     graph = load_workload(args.workload, seed=args.seed)
-    # A SCALE-Sim topology carries shapes only: its seeded weights compute nothing real, so its
-    # numerics run only when the toggle energy model asks for data.
-    csv = str(args.workload).lower().endswith(".csv")
-    timing_only = args.timing_only or (csv and hw.energy.model != "toggles")
-    inputs, labels = (None, None) if timing_only else load_inputs(graph, args.input, args.seed)
+    inputs, labels = run_inputs(hw, graph, args.input, args.seed, args.timing_only)
     with progress_bar("fault trials", args.trials, enabled=not args.quiet) as progress:
         result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
                           progress=progress)
