@@ -19,7 +19,8 @@ from accelsim.errors import AccelsimError  # noqa: E402
 from accelsim.execute import execute  # noqa: E402
 from accelsim.hardware import load_hardware  # noqa: E402
 from accelsim.simulate import simulate  # noqa: E402
+from accelsim.sweep import load_sweep  # noqa: E402
 from accelsim.workload import load_workload  # noqa: E402
 
-__all__ = ["AccelsimError", "execute", "load_hardware", "load_workload", "simulate",
+__all__ = ["AccelsimError", "execute", "load_hardware", "load_sweep", "load_workload", "simulate",
            "__version__"]

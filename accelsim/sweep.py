@@ -73,14 +73,14 @@ def parse_grid(spec: str) -> tuple[str, list[Any]]:
     A range holds START, START + STEP, ... up to STOP, STOP included when it lies on the grid;
     its values are computed in decimal and then converted, so 0.70:0.95:0.05 gives 0.75, never
     0.7500000001 (integers when START, STOP and STEP all are). A list's values are YAML scalars,
-    read as --set reads its VALUE.
+    read as --set reads its VALUE; a lone string with a colon is quoted ('a:b').
     """
     path, sep, text = spec.partition("=")
     path = path.strip()
     if not sep or not path or re.search(r"\s", path):
         raise SweepError(f"--grid {spec}: expected PATH=START:STOP:STEP or PATH=a,b,c")
-    if text.count(":") == 2 and not re.search(r"[,\[\]{}]", text):
-        return path, _range(spec, *text.split(":"))
+    if ":" in text and not re.search(r"[,\[\]{}'\"]", text):  # quote a string with a colon
+        return path, _range(spec, text.split(":"))
     try:
         _, values = parse_override(f"{path}=[{text}]")
     except HardwareError:
@@ -95,14 +95,17 @@ def parse_grid(spec: str) -> tuple[str, list[Any]]:
     return path, values
 
 
-def _range(spec: str, *parts: str) -> list[int] | list[float]:
+def _range(spec: str, parts: list[str]) -> list[int] | list[float]:
+    malformed = SweepError(f"--grid {spec}: expected START:STOP:STEP numbers")
+    if len(parts) != 3:
+        raise malformed
     integers = all(re.fullmatch(r"\s*[+-]?\d+\s*", p) for p in parts)
     try:
         start, stop, step = (int(p) if integers else Decimal(p.strip()) for p in parts)
-        if not all(Decimal(x).is_finite() for x in (start, stop, step)):
-            raise InvalidOperation
     except (ValueError, InvalidOperation):
-        raise SweepError(f"--grid {spec}: expected START:STOP:STEP numbers") from None
+        raise malformed from None
+    if not all(Decimal(x).is_finite() for x in (start, stop, step)):
+        raise malformed
     if step <= 0:
         raise SweepError(f"--grid {spec}: empty range (STEP must be positive)")
     if stop < start:
@@ -349,11 +352,10 @@ def plan_points(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLi
             raise SweepError(f"--grid {path}: also given with --set")
         if not values:
             raise SweepError(f"--grid {path}: no values")
-    firsts = {path: values[0] for path, values in grid.items()}
     for path, values in grid.items():
         for value in values:
             try:
-                load_hardware(hardware, {**overrides, **firsts, path: value})
+                load_hardware(hardware, {**overrides, path: value})
             except HardwareError as e:
                 raise SweepError(f"--grid {path}={value}: {e}") from None
     settings = []
@@ -442,7 +444,7 @@ def _run_dask(points: list[dict[str, Any]], address: str) -> Iterator[tuple[str,
                              key=[f"accelsim-point-{p['key']}" for p in points])
         keys = {f.key: p["key"] for f, p in zip(futures, points, strict=True)}
         try:
-            for future in dask_completed(futures):
+            for future in dask_completed(futures, loop=client.loop):
                 yield keys[future.key], future.result()
         finally:
             client.cancel(futures)
@@ -473,7 +475,8 @@ def run_sweep(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike
     on the Dask cluster whose scheduler is at `scheduler`. On Ctrl-C the workers are stopped
     and what was committed stays; rerun to go on."""
     points = plan_points(hardware, workloads, grid, overrides, inputs, seed, trials)
-    workers = workers or os.cpu_count() or 1
+    if workers is None:
+        workers = os.cpu_count() or 1
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
     with Store(db, create=True) as store:
