@@ -491,9 +491,9 @@ def run_sweep(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike
         try:
             with contextlib.closing(results), progress_bar(
                     "sweep points", len(todo), enabled=progress) as update:
-                for key, result_json in results:
+                for done, (key, result_json) in enumerate(results, 1):
                     summary.ran += store.add(by_key[key], result_json)
-                    update(summary.ran, len(todo))
+                    update(done, len(todo))
         except KeyboardInterrupt:
             print(f"accelsim: interrupted: {summary}; rerun to go on", file=sys.stderr)
             raise
