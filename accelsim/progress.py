@@ -1,8 +1,11 @@
-"""Progress bars on a terminal for anything that takes over a second (fault trials, sweep points).
+"""Progress bars on a terminal for anything that takes over a second (a run's phases, fault
+trials, sweep points).
 
-`progress_bar` yields an `update(done, total, what=None)` callable that long loops call as they go.
-The bar appears on stderr only when stderr is a terminal and only once the work has run for
-`delay_s`, so quick runs and pipes print nothing extra; it needs no care from the caller.
+`progress_bar` yields an `update(done, total, what=None)` callable that long work calls as it
+goes: `what` names the current phase (the bar's description), `total` None means not counted
+(an elapsed-time bar without counts). The bar appears on stderr only when stderr is a terminal
+and only once the work has run for `delay_s`, so quick runs and pipes print nothing extra; it
+needs no care from the caller.
 """
 
 from __future__ import annotations
@@ -16,28 +19,32 @@ from collections.abc import Callable, Iterator
 Update = Callable[..., None]  # update(done: int, total: int | None, what: str | None = None)
 
 
+def no_progress(done: int, total: int | None = None, what: str | None = None) -> None:
+    """The update of a progress bar that is not shown."""
+
+
 class _Bar:
     """A rich progress bar started by a timer after delay_s, fed by update() from the work."""
 
-    def __init__(self, description: str, total: int | None, delay_s: float) -> None:
+    def __init__(self, description: str, total: int | None, delay_s: float,
+                 transient: bool) -> None:
         self.description, self.total, self.done = description, total, 0
+        self.transient = transient
         self._lock = threading.Lock()
         self._progress = None
         self._task = None
         self._timer = threading.Timer(delay_s, self._show)
         self._timer.daemon = True
-        self._started = time.monotonic()
+        self._phase_started = time.monotonic()
 
     def _show(self) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         with self._lock:
@@ -45,23 +52,41 @@ class _Bar:
                 return
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=Console(file=sys.stderr), transient=False,
+                TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+                TextColumn("{task.fields[eta]}"),
+                console=Console(file=sys.stderr), transient=self.transient,
                 redirect_stdout=False, redirect_stderr=False)
             self._task = self._progress.add_task(self.description, total=self.total,
-                                                 completed=self.done)
+                                                 completed=self.done, **self._fields())
             self._progress.start()
+
+    def _fields(self) -> dict[str, str]:
+        """done/total and the time left at the phase's mean pace (blank when not counted)."""
+        if self.total is None:
+            return {"counts": "", "eta": ""}
+        eta = ""
+        if 0 < self.done < self.total:
+            left = (time.monotonic() - self._phase_started) * (self.total / self.done - 1)
+            eta = "eta {}:{:02d}".format(*divmod(round(left), 60))
+        return {"counts": f"{self.done}/{self.total}", "eta": eta}
 
     def update(self, done: int, total: int | None = None, what: str | None = None) -> None:
         with self._lock:
-            self.done = done
-            if total is not None:
+            new_phase = what is not None and what != self.description
+            if new_phase:
+                self.description, self.total = what, total  # a new phase: its own total
+                self._phase_started = time.monotonic()
+            elif total is not None:
                 self.total = total
-            if what is not None:
-                self.description = what
-            if self._progress is not None:
-                self._progress.update(self._task, completed=done, total=self.total,
-                                      description=self.description)
+            self.done = done
+            if self._progress is None:
+                return
+            if new_phase:
+                self._progress.reset(self._task, total=self.total, completed=done,
+                                     description=self.description, **self._fields())
+            else:
+                self._progress.update(self._task, total=self.total, completed=done,
+                                      **self._fields())
 
     def close(self) -> None:
         self._timer.cancel()
@@ -70,19 +95,16 @@ class _Bar:
                 self._progress.stop()
 
 
-def _ignore(done: int, total: int | None = None, what: str | None = None) -> None:
-    """The update of a progress bar that is not shown."""
-
-
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, enabled: bool = True,
-                 delay_s: float = 1.0) -> Iterator[Update]:
-    """A progress bar on stderr for work of `total` steps (None: unknown), shown once the work
-    has run for delay_s and only on a terminal; yields update(done, total, what)."""
+                 delay_s: float = 1.0, transient: bool = False) -> Iterator[Update]:
+    """A progress bar on stderr for work of `total` steps (None: not counted), shown once the
+    work has run for delay_s and only on a terminal; yields update(done, total, what).
+    transient: the bar is erased when the work ends (a run's phases; its table follows)."""
     if not enabled or not sys.stderr.isatty():
-        yield _ignore
+        yield no_progress
         return
-    bar = _Bar(description, total, delay_s)
+    bar = _Bar(description, total, delay_s, transient)
     bar._timer.start()
     try:
         yield bar.update

@@ -18,6 +18,7 @@ from accelsim.hardware import Hardware, load_hardware
 from accelsim.inject import golden
 from accelsim.inject import trials as fault_trials
 from accelsim.mapping import Mapping, plan, utilisation
+from accelsim.progress import no_progress
 from accelsim.result import LayerRecord, Result, Totals
 from accelsim.sim import STALL_CAUSES, Timing, simulate_timing
 from accelsim.workload import load_workload
@@ -117,11 +118,15 @@ def simulate(
     seed: int = 0,
     trials: int = 1,
     labels: np.ndarray | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> Result:
     """Simulate `graph` on `hw`: cycles, stalls and energy per layer; with inputs, the outputs
     and their corruption by the buffers' faults over `trials` seeds (seed, seed + 1, ...),
-    with accuracy when labels are given. progress(done, total) is called after each trial.
+    with accuracy when labels are given.
+
+    progress(done, total, what) is told each phase as it starts (what: mapping, timing,
+    executing, counting toggles, fault trials; total None when not counted), then
+    progress(done, total) after each fault trial: accelsim.progress.progress_bar's update.
 
     energy.model toggles needs the inputs: it executes the graph and charges the MACs by the bit
     toggles of the executed operands and partial sums (accelsim/energy.py, kernels/toggles.py).
@@ -133,15 +138,20 @@ def simulate(
     toggle_model = hw.energy.model == "toggles"
     if toggle_model and inputs is None:
         raise InputError("energy.model toggles needs inputs (--input or seeded data)")
+    if inputs is not None and trials < 1:
+        raise InputError(f"trials must be at least 1, got {trials}")
+    phase = progress or no_progress
+    phase(0, None, "mapping")
     mapping = plan(hw, graph)
+    phase(0, None, "timing")
     timing = simulate_timing(mapping)
     env = None
     if inputs is not None:
-        if trials < 1:
-            raise InputError(f"trials must be at least 1, got {trials}")
+        phase(0, None, "executing")
         # One fault-free run serves the outputs, the toggle counts and the faults' reference.
         env = golden(mapping, inputs)
     if toggle_model:
+        phase(0, None, "counting toggles")
         toggles = count_toggles(mapping, env)
         result = gather(mapping, timing, account_toggles(mapping, timing, toggles), seed,
                         toggles)
@@ -149,6 +159,7 @@ def simulate(
         result = gather(mapping, timing, account(mapping, timing), seed)
     if env is not None:
         result.outputs = {name: env[name] for name in graph.outputs}
+        phase(0, trials, "fault trials")
         report = fault_trials(mapping, inputs, range(seed, seed + trials), labels, progress,
                               reference=env)
         result.corruption = json_safe(report)
