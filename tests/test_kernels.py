@@ -629,9 +629,10 @@ def test_binary_matmul_reduction_longer_than_a_16_bit_count():
     assert got[0, 0] == 70001
 
 
-def test_binary_tile_without_avx2_matches(monkeypatch):
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_binary_tile_without_avx2_matches(monkeypatch, dtype):
     """The portable lookup (ctpop of the xor), used when numba does not target AVX2, gives the
-    same counts as the vpshufb table."""
+    same counts as the vpshufb table, into an int16 or an int32 output."""
     rng = np.random.default_rng(2)
     steps = 70
     planes = rng.integers(0, 16, 2 * binary.PIXELS + steps, dtype=np.uint8)
@@ -646,7 +647,7 @@ def test_binary_tile_without_avx2_matches(monkeypatch):
         def run(out, tile=tile):
             tile(planes, 0, offsets, 0, steps, widx, 0, steps, binary.TABLE, out, 0, 64, 4 * steps)
 
-        out = np.full(binary.COLS * 64, -7, np.int32)
+        out = np.full(binary.COLS * 64, -7, dtype)
         run(out)
         counts[avx2] = out
     want = [

@@ -85,7 +85,8 @@ def _make_count_tile(rows, cols=COLS):
         [j_start, j_stop) of table[widx[w_base + c*ldw + j] / 4][planes[a_base + r*32 + p +
         offsets[j]]], the count being the differing bits of pixel r*32 + p and channel c: the
         xnor-popcount sum of +-1 values, padding ignored. When j_start > 0 (a later chunk of
-        K) the -2 * popcount is added to out instead. j_stop - j_start is in [1, K_CHUNK].
+        K) the -2 * popcount is added to out instead. j_stop - j_start is in [1, K_CHUNK]; out
+        is int16 (when the sums fit: k_len < 2**15) or int32.
 
         LLVM IR, because numba cannot express vpshufb; without AVX2 the lookup becomes a generic
         ctpop of the xor.
@@ -98,7 +99,7 @@ def _make_count_tile(rows, cols=COLS):
             and isinstance(offsets, types.Array)
             and offsets.dtype == types.int64
             and isinstance(out, types.Array)
-            and out.dtype == types.int32
+            and out.dtype in (types.int16, types.int32)
         ):
             return None
         sig = types.void(
@@ -117,11 +118,12 @@ def _make_count_tile(rows, cols=COLS):
             k_len,
         )
         avx2 = _has_avx2()
+        out_bits = out.dtype.bitwidth
 
         def codegen(context, builder, signature, args):
             i64, i32, i16, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(16), ir.IntType(8)
             v32i8, v16i16 = ir.VectorType(i8, PIXELS), ir.VectorType(i16, PIXELS // 2)
-            v16i32, v32i32 = ir.VectorType(i32, PIXELS // 2), ir.VectorType(i32, PIXELS)
+            v32i32 = ir.VectorType(i32, PIXELS)
 
             def data(k):
                 return context.make_array(signature.args[k])(context, builder, args[k]).data
@@ -202,38 +204,54 @@ def _make_count_tile(rows, cols=COLS):
             builder.cbranch(builder.icmp_signed("<", j_next, stop), step_block, fold)
 
             builder.position_at_end(fold)
-            low = ir.Constant(v16i16, [0xFF] * (PIXELS // 2))
-            eight = ir.Constant(v16i16, [8] * (PIXELS // 2))
+            # vpunpcklbw / vpunpckhbw with zero bytes: 16-bit counts of the pixels
+            # [0..7, 16..23] (low) and [8..15, 24..31] (high), per 128-bit lane.
+            zero = ir.Constant(v32i8, None)
+            unpack = [
+                ir.Constant(
+                    v32i32,
+                    [
+                        (16 * (i // 16) + 8 * half + (i % 16) // 2) if i % 2 == 0 else PIXELS
+                        for i in range(PIXELS)
+                    ],
+                )
+                for half in (0, 1)
+            ]
             widened = []
             for i, s in enumerate(updated):
-                pairs = builder.bitcast(s, v16i16)
-                widened.append(builder.add(wide[2 * i], builder.and_(pairs, low)))
-                widened.append(builder.add(wide[2 * i + 1], builder.lshr(pairs, eight)))
+                for half in (0, 1):
+                    counts = builder.bitcast(builder.shuffle_vector(s, zero, unpack[half]), v16i16)
+                    widened.append(builder.add(wide[2 * i + half], counts))
             for phi, value in zip(wide, widened, strict=True):
                 phi.add_incoming(value, fold)
             start.add_incoming(stop, fold)
             builder.cbranch(builder.icmp_signed("<", stop, j1), chunk, done)
 
             builder.position_at_end(done)
-            k32 = builder.trunc(k_len_, i32)
-            k_vec = builder.insert_element(ir.Constant(v32i32, None), k32, const(0, i32))
+            out_ty = ir.IntType(out_bits)
+            v32out = ir.VectorType(out_ty, PIXELS)
+            k_vec = builder.insert_element(
+                ir.Constant(v32out, None), builder.trunc(k_len_, out_ty), const(0, i32)
+            )
             k_vec = builder.shuffle_vector(k_vec, k_vec, ir.Constant(v32i32, None))
             is_first = builder.icmp_signed("==", j0, const(0))
-            one = ir.Constant(v32i32, [1] * PIXELS)
-            interleave = ir.Constant(
-                v32i32, [i // 2 + (PIXELS // 2) * (i % 2) for i in range(PIXELS)]
+            one = ir.Constant(v32out, [1] * PIXELS)
+            # Pixel order from the unpacked halves: the low 128 bits of each, then the high.
+            in_order = ir.Constant(
+                v32i32, [i % 8 + 8 * (i // 16) + 16 * (i // 8 % 2) for i in range(PIXELS)]
             )
             twice, ptrs = [], []
             for r in range(rows):
                 for c in range(cols):
-                    even = builder.zext(widened[2 * (r * cols + c)], v16i32)
-                    odd = builder.zext(widened[2 * (r * cols + c) + 1], v16i32)
-                    counts = builder.shuffle_vector(even, odd, interleave)
+                    low, high = widened[2 * (r * cols + c)], widened[2 * (r * cols + c) + 1]
+                    counts = builder.shuffle_vector(low, high, in_order)
+                    if out_bits > 16:
+                        counts = builder.zext(counts, v32out)
                     twice.append(builder.shl(counts, one))
                     index = builder.add(
                         o_base_, builder.add(builder.mul(ldo_, const(c)), const(PIXELS * r))
                     )
-                    ptrs.append(builder.bitcast(builder.gep(o_data, [index]), v32i32.as_pointer()))
+                    ptrs.append(builder.bitcast(builder.gep(o_data, [index]), v32out.as_pointer()))
             # A branch, not a select: the first chunk must not read the (uninitialised) output.
             first = builder.append_basic_block("first")
             later = builder.append_basic_block("later")
@@ -241,11 +259,11 @@ def _make_count_tile(rows, cols=COLS):
             builder.cbranch(is_first, first, later)
             builder.position_at_end(first)
             for value, ptr in zip(twice, ptrs, strict=True):
-                builder.store(builder.sub(k_vec, value), ptr, align=4)
+                builder.store(builder.sub(k_vec, value), ptr, align=2)
             builder.branch(end)
             builder.position_at_end(later)
             for value, ptr in zip(twice, ptrs, strict=True):
-                builder.store(builder.sub(builder.load(ptr, align=4), value), ptr, align=4)
+                builder.store(builder.sub(builder.load(ptr, align=2), value), ptr, align=2)
             builder.branch(end)
             builder.position_at_end(end)
             return context.get_dummy_value()
@@ -643,8 +661,11 @@ def binary_conv2d_acc_packed(
     _nibble_planes(x, group, sh, sw, pt, pl, ws, planes)
     offsets = np.empty(kh * kw * cn, np.int64)
     _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets)
-    values = np.empty((nb, group, packed.widx.shape[1], blocks * PIXELS), np.int32)
-    _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, cg * kh * kw, values)
+    k_len = cg * kh * kw
+    # The sums lie in [-k_len, k_len]: int16 halves the traffic of this intermediate.
+    dtype = np.int16 if k_len <= np.iinfo(np.int16).max else np.int32
+    values = np.empty((nb, group, packed.widx.shape[1], blocks * PIXELS), dtype)
+    _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, k_len, values)
     out = np.empty((nb, o_ch, oh, ow), np.int32)
     pixels, corr = packed.borders((oh, ow, h, wd, sh, sw, pt, pl, dh, dw))
     _finish(values, pixels, corr, ws, out)
