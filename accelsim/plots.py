@@ -63,8 +63,6 @@ def _stacked(ax: Axes, names: Sequence[str], parts: dict[str, list[float]],
              title: str | None = None) -> None:
     """One bar per layer, `parts` (label -> value per layer) stacked bottom-up in order, with
     the legend outside the axes listing them top-down like the stack."""
-    from matplotlib.ticker import StrMethodFormatter
-
     bottom = [0.0] * len(names)
     for (label, values), colour in zip(parts.items(), _colours(len(parts)), strict=True):
         ax.bar(range(len(names)), values, bottom=bottom, label=label, color=colour, width=0.8)
@@ -72,7 +70,6 @@ def _stacked(ax: Axes, names: Sequence[str], parts: dict[str, list[float]],
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], title=title, fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.6g}"))
 
 
 def _title(result: Result, what: str) -> str:
@@ -101,6 +98,8 @@ def energy_breakdown(result: Result) -> Figure:
 def cycles(result: Result) -> Figure:
     """Per-layer cycles: compute cycles with the stall cycles stacked on them by cause (causes
     that stall no layer are left out)."""
+    from matplotlib.ticker import StrMethodFormatter
+
     names = [r.name for r in result.layers]
     causes = [c for c, n in result.totals.stall_breakdown.items() if n > 0]
     parts = {"compute": [float(r.compute_cycles) for r in result.layers]}
@@ -109,6 +108,7 @@ def cycles(result: Result) -> Figure:
     fig, (ax,) = _figure(_width(len(names)), 4.8)
     _stacked(ax, names, parts)
     _layer_axis(ax, names)
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.set_ylabel("cycles")
     t = result.totals
     ax.set_title(_title(result, f"cycles per layer, total {t.cycles:,} "
