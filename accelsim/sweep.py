@@ -157,18 +157,32 @@ _COLUMNS = ("key", "hardware", "workload", "inputs", "overrides", "seed", "trial
 class Store:
     """An accelsim sweep store: opened only after its meta table says it is one (a corrupt file
     or another application's database is refused before anything is written), created through a
-    temporary file linked into place, so an existing file is never replaced."""
+    temporary file linked into place, so an existing file is never replaced. Read-only unless
+    writable (then created if missing)."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, writable: bool = False) -> None:
         self.path = Path(path)
-        if create and not self.path.exists():
+        if writable and not self.path.exists():
             self._create()
         if not self.path.is_file():
             what = "is not a file" if self.path.exists() else "no such sweep store"
             raise SweepError(f"{self.path}: {what}")
-        self._check()
+        # Checked read-only: even a foreign database's hot journal is not rolled back.
+        conn = self._connect(writable=False)
         try:
-            self.conn = sqlite3.connect(self.path)
+            self._check(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if writable:
+            conn.close()
+            conn = self._connect(writable=True)
+        self.conn = conn
+
+    def _connect(self, writable: bool) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode={'rw' if writable else 'ro'}"
+        try:
+            return sqlite3.connect(uri, uri=True)
         except sqlite3.Error as e:
             raise SweepError(f"{self.path}: cannot open the sweep store ({e})") from None
 
@@ -193,20 +207,15 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def _check(self) -> None:
-        """Refuse anything but a store of this format, reading through a read-only connection."""
-        try:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error as e:
-            raise SweepError(f"{self.path}: cannot open the sweep store ({e})") from None
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuse anything but a store of this format (reading only: a refused file is left as
+        it was)."""
         try:
             tables = sorted(r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'"))
             meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
         except sqlite3.Error as e:
             raise SweepError(f"{self.path}: not an accelsim sweep store ({e})") from None
-        finally:
-            conn.close()
         if meta.get("application") != APPLICATION:
             what = (f"an SQLite database with tables {', '.join(tables)}" if tables
                     else "an empty SQLite database")
@@ -479,7 +488,7 @@ def run_sweep(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike
         workers = os.cpu_count() or 1
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
-    with Store(db, create=True) as store:
+    with Store(db, writable=True) as store:
         stored = store.keys()
         todo = [p for p in points if p["key"] not in stored]
         by_key = {p["key"]: p for p in todo}
