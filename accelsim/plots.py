@@ -98,8 +98,6 @@ def energy_breakdown(result: Result) -> Figure:
 def cycles(result: Result) -> Figure:
     """Per-layer cycles: compute cycles with the stall cycles stacked on them by cause (causes
     that stall no layer are left out)."""
-    from matplotlib.ticker import StrMethodFormatter
-
     names = [r.name for r in result.layers]
     causes = [c for c, n in result.totals.stall_breakdown.items() if n > 0]
     parts = {"compute": [float(r.compute_cycles) for r in result.layers]}
@@ -108,7 +106,7 @@ def cycles(result: Result) -> Figure:
     fig, (ax,) = _figure(_width(len(names)), 4.8)
     _stacked(ax, names, parts)
     _layer_axis(ax, names)
-    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.yaxis.set_major_formatter("{x:,.0f}")
     ax.set_ylabel("cycles")
     t = result.totals
     ax.set_title(_title(result, f"cycles per layer, total {t.cycles:,} "
