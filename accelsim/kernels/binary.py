@@ -294,6 +294,29 @@ def _or_sign_bits(src, bit, dst):
             dst[i, j] |= np.uint8(src[i, j] > 0) << shift
 
 
+@njit(cache=True)
+def _sign_nibbles(s0, s1, s2, s3, dst):
+    """dst[i, j] = the nibble whose bit b is s_b[i, j] > 0, for five 2-D views of the same shape:
+    four channels in one pass, instead of a read-modify-write of dst per channel."""
+    rows, cols = dst.shape
+    for i in range(rows):
+        for j in range(cols):
+            dst[i, j] = (
+                np.uint8(s0[i, j] > 0)
+                | np.uint8(s1[i, j] > 0) << np.uint8(1)
+                | np.uint8(s2[i, j] > 0) << np.uint8(2)
+                | np.uint8(s3[i, j] > 0) << np.uint8(3)
+            )
+
+
+@njit(cache=True)
+def _phase_view(image, y0, x0, sh, sw, rows, cols):
+    """The rows x cols view of a 2-D image from (y0, x0) with steps (sh, sw)."""
+    if sh == 1 and sw == 1:
+        return image[y0 : y0 + rows, x0 : x0 + cols]
+    return image[y0::sh, x0::sw][:rows, :cols]
+
+
 @njit(cache=True, parallel=True)
 def _nibble_planes(x, group, sh, sw, pt, pl, ws, out):
     """out[n, g, (py*sw + px)*cn + q, iy*ws + ix] = the nibble of channels q + b*cn (b < 4) of
@@ -319,13 +342,21 @@ def _nibble_planes(x, group, sh, sw, pt, pl, ws, out):
             continue
         dst = plane[iy_lo:iy_hi, ix_lo:ix_hi]
         y0, x0 = iy_lo * sh + py - pt, ix_lo * sw + px - pl
+        rows, cols = iy_hi - iy_lo, ix_hi - ix_lo
+        c0 = g * cg + q
+        if q + 3 * cn < cg:
+            _sign_nibbles(
+                _phase_view(x[n, c0], y0, x0, sh, sw, rows, cols),
+                _phase_view(x[n, c0 + cn], y0, x0, sh, sw, rows, cols),
+                _phase_view(x[n, c0 + 2 * cn], y0, x0, sh, sw, rows, cols),
+                _phase_view(x[n, c0 + 3 * cn], y0, x0, sh, sw, rows, cols),
+                dst,
+            )
+            continue
         for b in range(4):
             if q + b * cn < cg:
-                src = x[n, g * cg + q + b * cn]
-                if sh == 1 and sw == 1:
-                    _or_sign_bits(src[y0 : y0 + iy_hi - iy_lo, x0 : x0 + ix_hi - ix_lo], b, dst)
-                else:
-                    _or_sign_bits(src[y0::sh, x0::sw][: iy_hi - iy_lo, : ix_hi - ix_lo], b, dst)
+                src = _phase_view(x[n, c0 + b * cn], y0, x0, sh, sw, rows, cols)
+                _or_sign_bits(src, b, dst)
 
 
 @njit(cache=True)
