@@ -733,6 +733,23 @@ def test_packed_binary_conv_border_cache_per_geometry():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("strides", [(2, 2), (1, 2), (2, 1), (3, 2), (2, 3), (3, 3)])
+@pytest.mark.parametrize("channels", [3, 5, 8])
+def test_binary_conv_strided_phases(strides, channels):
+    """Strided inputs are split into their phases first (even/odd columns for a horizontal
+    stride of 2, a generic loop otherwise): odd and even sizes, channel counts that fill one,
+    part of one or two nibbles, asymmetric padding."""
+    rng = np.random.default_rng(channels * 10 + strides[0] * 3 + strides[1])
+    w = rng.choice(np.array([-1, 1], np.int8), (6, channels, 3, 4))
+    zeros = np.zeros(6, np.int64)
+    for h, wd in ((9, 11), (10, 12), (7, 8)):
+        x = rng.choice(np.array([-1, 1], np.int8), (2, channels, h, wd))
+        pads = (1, 2, 0, 1)
+        got = binary_conv2d_acc(x, w, strides, pads, (1, 1), 1)
+        want = conv2d_acc(x, w, 0, zeros, None, strides, pads, (1, 1), 1)
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("m", [10, 40, 64, 100, 130])
 @pytest.mark.parametrize("n", [5, 12, 13, 25, 40])
 def test_binary_matmul_wide_tiles(m, n):

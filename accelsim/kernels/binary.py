@@ -283,46 +283,52 @@ _count_tile_1x6 = _make_count_tile(1, 6)
 
 
 @njit(cache=True)
-def _or_sign_bits(src, bit, dst):
-    """dst[i, j] |= (src[i, j] > 0) << bit for two 2-D views of the same shape. Indexed by the
-    loop counters alone (non-negative), so that LLVM vectorises the inner loop when it is
-    contiguous; one call per (plane, channel), not per row."""
-    shift = np.uint8(bit)
-    rows, cols = dst.shape
-    for i in range(rows):
-        for j in range(cols):
-            dst[i, j] |= np.uint8(src[i, j] > 0) << shift
-
-
-@njit(cache=True)
-def _sign_nibbles(s0, s1, s2, s3, dst):
-    """dst[i, j] = the nibble whose bit b is s_b[i, j] > 0, for five 2-D views of the same shape:
-    four channels in one pass, instead of a read-modify-write of dst per channel."""
+def _sign_nibbles(s0, s1, s2, s3, m1, m2, m3, dst):
+    """dst[i, j] = the nibble whose bit b is s_b[i, j] > 0 (and m_b, 0 or 1, for b > 0: a
+    channel past the group's gives 0), for five 2-D views of the same shape: four channels in one
+    pass. Indexed by the loop counters alone (non-negative), so that LLVM vectorises the inner
+    loop; one call per plane, not per row."""
     rows, cols = dst.shape
     for i in range(rows):
         for j in range(cols):
             dst[i, j] = (
                 np.uint8(s0[i, j] > 0)
-                | np.uint8(s1[i, j] > 0) << np.uint8(1)
-                | np.uint8(s2[i, j] > 0) << np.uint8(2)
-                | np.uint8(s3[i, j] > 0) << np.uint8(3)
+                | (np.uint8(s1[i, j] > 0) & m1) << np.uint8(1)
+                | (np.uint8(s2[i, j] > 0) & m2) << np.uint8(2)
+                | (np.uint8(s3[i, j] > 0) & m3) << np.uint8(3)
             )
 
 
-@njit(cache=True)
-def _phase_view(image, y0, x0, sh, sw, rows, cols):
-    """The rows x cols view of a 2-D image from (y0, x0) with steps (sh, sw)."""
-    if sh == 1 and sw == 1:
-        return image[y0 : y0 + rows, x0 : x0 + cols]
-    return image[y0::sh, x0::sw][:rows, :cols]
+@njit(cache=True, parallel=True)
+def _space_to_depth(x, sh, sw, out):
+    """out[n, c, (y % sh)*sw + x % sw, y // sh, x // sw] = x[n, c, y, x]: the image split into
+    its stride phases, so that every phase is read as contiguous rows. sw == 2 is written with a
+    constant stride, which LLVM vectorises (even/odd deinterleave); other strides are scalar."""
+    nb, channels, h, w = x.shape
+    for t in numba.prange(nb * channels):
+        n, c = t // channels, t % channels
+        for y in range(h):
+            row = x[n, c, y]
+            py = (y % sh) * sw
+            if sw == 2:
+                even, odd = out[n, c, py, y // sh], out[n, c, py + 1, y // sh]
+                for j in range(w // 2):
+                    even[j] = row[2 * j]
+                    odd[j] = row[2 * j + 1]
+                if w % 2:
+                    even[w // 2] = row[w - 1]
+            else:
+                for ix in range(w):
+                    out[n, c, py + ix % sw, y // sh, ix // sw] = row[ix]
 
 
 @njit(cache=True, parallel=True)
-def _nibble_planes(x, group, sh, sw, pt, pl, ws, out):
+def _nibble_planes(xs, group, sh, sw, h, w, pt, pl, ws, out):
     """out[n, g, (py*sw + px)*cn + q, iy*ws + ix] = the nibble of channels q + b*cn (b < 4) of
-    group g at padded position (iy*sh + py, ix*sw + px), bit b set when x > 0 there; out is
-    zeroed, so padding (and channels past the group's) stays 0. Branch-free: signs are random."""
-    nb, channels, h, w = x.shape
+    group g at padded position (iy*sh + py, ix*sw + px), bit b set when x > 0 there, for the
+    (h, w) image x split by _space_to_depth into xs; out is zeroed, so padding stays 0.
+    Branch-free: signs are random."""
+    nb, channels = xs.shape[:2]
     cg = channels // group
     cn = (cg + 3) // 4
     phases = sh * sw
@@ -341,22 +347,17 @@ def _nibble_planes(x, group, sh, sw, pt, pl, ws, out):
         if ix_hi <= ix_lo or iy_hi <= iy_lo:
             continue
         dst = plane[iy_lo:iy_hi, ix_lo:ix_hi]
+        # The source pixel of dst[0, 0] and, in xs, its phase and position.
         y0, x0 = iy_lo * sh + py - pt, ix_lo * sw + px - pl
-        rows, cols = iy_hi - iy_lo, ix_hi - ix_lo
+        src = xs[n, :, (y0 % sh) * sw + x0 % sw, y0 // sh : y0 // sh + iy_hi - iy_lo]
+        src = src[:, :, x0 // sw : x0 // sw + ix_hi - ix_lo]
+        # Channel q + b*cn of the group, or (masked out) channel q when it is past the group's.
+        m1, m2, m3 = q + cn < cg, q + 2 * cn < cg, q + 3 * cn < cg
         c0 = g * cg + q
-        if q + 3 * cn < cg:
-            _sign_nibbles(
-                _phase_view(x[n, c0], y0, x0, sh, sw, rows, cols),
-                _phase_view(x[n, c0 + cn], y0, x0, sh, sw, rows, cols),
-                _phase_view(x[n, c0 + 2 * cn], y0, x0, sh, sw, rows, cols),
-                _phase_view(x[n, c0 + 3 * cn], y0, x0, sh, sw, rows, cols),
-                dst,
-            )
-            continue
-        for b in range(4):
-            if q + b * cn < cg:
-                src = _phase_view(x[n, c0 + b * cn], y0, x0, sh, sw, rows, cols)
-                _or_sign_bits(src, b, dst)
+        _sign_nibbles(
+            src[c0], src[c0 + cn * m1], src[c0 + 2 * cn * m2], src[c0 + 3 * cn * m3],
+            np.uint8(m1), np.uint8(m2), np.uint8(m3), dst,
+        )  # fmt: skip
 
 
 @njit(cache=True)
@@ -689,7 +690,12 @@ def binary_conv2d_acc_packed(
     reach = ((kh - 1) * dh // sh) * ws + (kw - 1) * dw // sw
     plane_len = max(hs * ws, blocks * PIXELS + reach)
     planes = np.zeros((nb, group, sh * sw * cn, plane_len), np.uint8)
-    _nibble_planes(x, group, sh, sw, pt, pl, ws, planes)
+    if sh == sw == 1:
+        xs = x.reshape(nb, channels, 1, h, wd)
+    else:
+        xs = np.empty((nb, channels, sh * sw, -(-h // sh), -(-wd // sw)), x.dtype)
+        _space_to_depth(x, sh, sw, xs)
+    _nibble_planes(xs, group, sh, sw, h, wd, pt, pl, ws, planes)
     offsets = np.empty(kh * kw * cn, np.int64)
     _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets)
     k_len = cg * kh * kw
