@@ -554,17 +554,17 @@ def _edge_corrections(sat, edges):
 
 
 @njit(cache=True, parallel=True)
-def _finish(values, pixels, corr, ws, out):
-    """out[n, o, oy, ox] = values (the phase-grid sums of _xnor_counts, padded taps counted as
-    -1), plus corr[o, e] at the border pixel pixels[e] (= oy*ow + ox)."""
-    nb, o_ch, oh, ow = out.shape
-    og = o_ch // values.shape[1]
-    for t in numba.prange(nb * o_ch):
+def _finish(grids, pixels, corr, og, og_pad, rows, flat):
+    """rows[n*O + o] (OH, OW) = the phase-grid sums of _xnor_counts (padded taps counted as -1),
+    grids[(n*G + g)*og_pad + o % og] (rows of ws), plus corr[o, e] at the border pixel pixels[e]
+    (= oy*ow + ox) of flat, the same output as (N*O, OH*OW). All views are made by numpy before
+    the call: a reshape inside numba costs a C call, more than the copy of a 7 x 7 channel."""
+    o_ch = corr.shape[0]
+    groups = o_ch // og
+    for t in numba.prange(rows.shape[0]):
         n, oc = t // o_ch, t % o_ch
-        src = values[n, oc // og, oc % og]
-        dst = out[n, oc].reshape(-1)
-        _copy_rows(src[: oh * ws].reshape(oh, ws), dst.reshape(oh, ow))
-        c = corr[oc]
+        _copy_rows(grids[(n * groups + oc // og) * og_pad + oc % og], rows[t])
+        dst, c = flat[t], corr[oc]
         for e in range(pixels.size):
             dst[pixels[e]] += c[e]
 
@@ -701,11 +701,16 @@ def binary_conv2d_acc_packed(
     k_len = cg * kh * kw
     # The sums lie in [-k_len, k_len]: int16 halves the traffic of this intermediate.
     dtype = np.int16 if k_len <= np.iinfo(np.int16).max else np.int32
-    values = np.empty((nb, group, packed.widx.shape[1], blocks * PIXELS), dtype)
+    # Rows of whole grid lines, so that numpy views each as (lines, ws) for _finish.
+    og_pad = packed.widx.shape[1]
+    m_pad = _round_up(blocks * PIXELS, ws)
+    values = np.empty((nb, group, og_pad, m_pad), dtype)
     _xnor_counts(planes, offsets, packed.widx, TABLE, blocks, k_len, values)
     out = np.empty((nb, o_ch, oh, ow), np.int32)
     pixels, corr = packed.borders((oh, ow, h, wd, sh, sw, pt, pl, dh, dw))
-    _finish(values, pixels, corr, ws, out)
+    grids = values.reshape(nb * group * og_pad, m_pad // ws, ws)
+    rows, flat = out.reshape(nb * o_ch, oh, ow), out.reshape(nb * o_ch, oh * ow)
+    _finish(grids, pixels, corr, o_ch // group, og_pad, rows, flat)
     return out
 
 
