@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -95,36 +98,237 @@ def run_inputs(hw, graph, path: str | None, seed: int, timing_only: bool = False
     return load_inputs(graph, path, seed)
 
 
-def _kib(nbytes: int) -> str:
-    return f"{nbytes / 1024:,.1f}"
+def _exact(n: int) -> str:
+    """A count in plain text: every digit, thousands separated."""
+    return f"{n:,}"
 
 
-def print_timing(result) -> None:
-    """The per-layer and total figures of a Result, as plain text tables."""
-    causes = list(result.totals.stall_breakdown)
-    rows = []
-    for r in [*result.layers, result.totals]:
-        is_total = r is result.totals
-        row = {
-            "layer": "total" if is_total else r.name,
-            "unit": "" if is_total else ("array" if r.kind == "compute" else "vector"),
-            "MACs": f"{r.macs:,}",
-            "cycles": f"{r.cycles:,}",
-            "compute": f"{r.compute_cycles:,}",
-            "stalls": f"{r.stall_cycles:,}",
-        }
-        row.update({c: f"{r.stall_breakdown[c]:,}" for c in causes})
-        row["util %"] = f"{100 * r.utilisation:.1f}"
-        row["DRAM rd KiB"] = _kib(r.dram_read_bytes)
-        row["DRAM wr KiB"] = _kib(r.dram_write_bytes)
-        row["SRAM rd/wr (accesses)"] = ", ".join(
-            f"{b} {r.sram_reads.get(b, 0):,}/{r.sram_writes.get(b, 0):,}"
-            for b in sorted(set(r.sram_reads) | set(r.sram_writes))
-        )
-        row["latency us"] = f"{r.latency_s * 1e6:,.2f}"
-        row["energy nJ"] = f"{r.energy_pj / 1e3:,.2f}"
-        rows.append(row)
-    print_table(rows, list(rows[0]))
+def _short(n: int) -> str:
+    """A count on the terminal: exact below 10,000, else three significant digits and an SI
+    prefix (--json and --out keep the exact figures)."""
+    if abs(n) < 10_000:
+        return f"{n:,}"
+    for prefix, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        text = f"{n / scale:.3g}"
+        if "e" not in text and abs(float(text)) < 1000:
+            return f"{text}{prefix}"
+    return f"{n / 1e12:.3g}T"
+
+
+def _fixed(largest: float) -> Callable[[float], str]:
+    """A formatter of a column whose largest layer value is `largest` (in the column's unit,
+    chosen to make it 1 to 999): as many decimals as give it four significant digits, so the
+    column's points line up; exact zeros print as 0."""
+    decimals = max(0, 3 - int(math.floor(math.log10(largest)))) if largest > 0 else 0
+    return lambda v: "0" if v == 0 else f"{v:,.{decimals}f}"
+
+
+def _time_unit(seconds: float) -> tuple[str, float]:
+    for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return name, scale
+    return "ns", 1e-9
+
+
+# Stall causes' headers on a terminal (two short lines instead of one long word).
+_STALL_HEADERS = {"dram_bandwidth": "DRAM\nbw", "dram_latency": "DRAM\nlat",
+                  "interconnect": "link", "bank_conflict": "banks"}
+_TOP_COMPONENTS = 3  # energy components with a column of their own; the rest summed as other
+
+Table = tuple[str, list[tuple[str, str]], list[list[str]]]
+
+
+def run_tables(result, count: Callable[[int], str] = _exact) -> list[Table]:
+    """The per-layer tables of a Result, timing then memory and energy, each (title, headers as
+    (plain, terminal) pairs, rows with the totals last); count formats the integers."""
+    from accelsim.plots import energy_unit
+
+    t = result.totals
+    records = [*result.layers, t]
+    names = [r.name for r in result.layers] + ["total"]
+    causes = list(t.stall_breakdown)
+    longest = max((r.latency_s for r in result.layers), default=0.0)
+    tu, ts = _time_unit(longest)
+    latency = _fixed(longest / ts)
+    timing_headers = [("layer", "layer"), ("unit", "unit"), ("MACs", "MACs"),
+                      ("cycles", "cycles"), ("compute", "compute"), ("stalls", "stalls"),
+                      *((c, _STALL_HEADERS.get(c, c.replace("_", "\n"))) for c in causes),
+                      ("util %", "util\n%"), (f"latency {tu}", f"latency\n{tu}")]
+    timing = []
+    for name, r in zip(names, records, strict=True):
+        unit = "" if r is t else ("array" if r.kind == "compute" else "vector")
+        timing.append([name, unit, count(r.macs), count(r.cycles), count(r.compute_cycles),
+                       count(r.stall_cycles), *(count(r.stall_breakdown.get(c, 0))
+                                                for c in causes),
+                       "-" if unit == "vector" else f"{100 * r.utilisation:.1f}",
+                       latency(r.latency_s / ts)])
+
+    buffers = list(dict.fromkeys([*t.sram_reads, *t.sram_writes]))
+    parts = sorted(t.energy_breakdown_pj, key=lambda c: -t.energy_breakdown_pj[c])
+    top, rest = parts[:_TOP_COMPONENTS], parts[_TOP_COMPONENTS:]
+    largest = max((r.energy_pj for r in result.layers), default=0.0)
+    eu, es = energy_unit(largest)
+    energy = _fixed(largest / es)
+    memory_headers = [("layer", "layer"), ("DRAM rd B", "DRAM\nread B"),
+                      ("DRAM wr B", "DRAM\nwrite B"),
+                      *((f"{b} accesses", f"{b}\nSRAM") for b in buffers),
+                      (f"energy {eu}", f"energy\n{eu}"),
+                      *((f"{c} {eu}", c.replace(".", "\n").replace("_", "\n")) for c in top),
+                      *([(f"other {eu}", "other")] if rest else [])]
+    memory = []
+    for name, r in zip(names, records, strict=True):
+        e = r.energy_breakdown_pj
+        memory.append([name, count(r.dram_read_bytes), count(r.dram_write_bytes),
+                       *(count(r.sram_reads.get(b, 0) + r.sram_writes.get(b, 0))
+                         for b in buffers),
+                       energy(r.energy_pj / es), *(energy(e.get(c, 0.0) / es) for c in top),
+                       *([energy(sum(e.get(c, 0.0) for c in rest) / es)] if rest else [])])
+    return [("cycles per layer; stall cycles by cause (link: interconnect, banks: bank "
+             "conflicts)", timing_headers, timing),
+            (f"memory traffic (SRAM: bank-width reads + writes) and energy ({eu}) by "
+             f"component per layer", memory_headers, memory)]
+
+
+def summary_lines(result, source: str | None) -> list[str]:
+    """The run in sentences: what ran where, then cycles and stalls, energy and power, and what
+    the numerics ran on (source: the inputs' origin; None when timed only)."""
+    from accelsim.plots import energy_unit
+
+    h, t = result.hardware, result.totals
+    lines = [f"{result.workload['name']} on {h['name']}: {h['rows']}x{h['cols']} {h['dataflow']} "
+             f"array at {h['clock_mhz']:g} MHz; cycles and energy of one pass of the graph's "
+             f"own batch",
+             f"total: {t.cycles:,} cycles = {t.latency_s * 1e3:.4g} ms at {h['clock_mhz']:g} "
+             f"MHz; stalls {t.stall_cycles:,} ({100 * t.stall_cycles / max(t.cycles, 1):.1f} "
+             f"%); utilisation {100 * t.utilisation:.1f} %"]
+    parts = sorted(t.energy_breakdown_pj.items(), key=lambda kv: -kv[1])
+    eu, es = energy_unit(t.energy_per_inference_pj)
+    lines.append(f"energy: {_g4(t.energy_per_inference_pj / es)} {eu} per inference, average "
+                 f"power {_g4(t.average_power_mw)} mW; by component: "
+                 + ", ".join(f"{k} {100 * v / t.energy_pj:.1f} %" for k, v in parts if v)
+                 if t.energy_pj else "energy: 0")
+    if result.outputs is None:
+        lines.append("numerics not run (timing only): no corruption figures")
+    else:
+        lines.append(f"executed bit-accurately on {source}: " + ", ".join(
+            f"{k} {v.dtype}{list(v.shape)}" for k, v in result.outputs.items()))
+    return lines
+
+
+def _g4(value: float) -> str:
+    """Four significant digits, whole numbers instead of an exponent from 1000 on."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _mean(summary: dict, scale: float = 1.0, unit: str = "") -> str:
+    """A trials() summary's mean; a null mean is no error (e.g. infinite SNR)."""
+    return "no error" if summary["mean"] is None else f"{_g4(scale * summary['mean'])}{unit}"
+
+
+def _interval(summary: dict, scale: float = 1.0, unit: str = "") -> str:
+    """A trials() summary's 95% interval, empty for one trial or no spread."""
+    lo, hi = summary["ci95"]
+    if summary["n"] < 2 or lo is None or summary["mean"] is None:
+        return ""
+    return f"[{_g4(scale * lo)}, {_g4(scale * hi)}]{unit}"
+
+
+# Corruption metrics as shown: label, key in corruption["metrics"], scale, unit.
+_METRICS = [
+    ("bits flipped", "bits_flipped", 1, ""),
+    ("outputs changed", "fraction_changed", 100, " %"),
+    ("SNR", "snr_db", 1, " dB"),
+    ("max |error|", "max_abs_error", 1, ""),
+    ("top-1 agreement", "top1_agreement", 100, " %"),
+    ("accuracy", "accuracy", 100, " %"),
+    ("fault-free accuracy", "golden_accuracy", 100, " %"),
+]
+
+
+def corruption_rows(c: dict) -> list[tuple[str, str, str]]:
+    """(metric, mean, 95% interval) of a Result's corruption, for the metrics it has."""
+    m = c["metrics"]
+    return [(label, _mean(m[key], scale, unit), _interval(m[key], scale, unit))
+            for label, key, scale, unit in _METRICS if key in m]
+
+
+def _flips_by_buffer(c: dict) -> str | None:
+    """Where the first trial's flipped bits were, when it had any."""
+    flips = c["per_trial"][0]["bits_flipped_by_buffer"] if c["per_trial"] else {}
+    if not any(flips.values()):
+        return None
+    return "first trial, bits flipped by buffer: " + ", ".join(f"{b} {n:,}"
+                                                              for b, n in flips.items())
+
+
+def print_corruption(c: dict) -> None:
+    """The corruption figures of a Result (mean and 95% interval over the trials), plain."""
+    print(f"corruption over {c['trials']} trial(s) (mean [95% interval]): "
+          + ", ".join(f"{label} {mean}" + (f" {ci}" if ci else "")
+                      for label, mean, ci in corruption_rows(c)))
+
+
+def _rich_table(title: str, headers: list[str], rows: list[list[str]], width: int,
+                dim: list[bool] | None = None):
+    """A rich Table at most `width` wide: text columns (layer, unit, metric) left, numbers
+    right. With dim (one flag per row but the last), the last row is a bold total under a rule
+    and flagged rows are dim. Too wide, the first column's names are cut short (an ellipsis),
+    never the numbers."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    total = rows[-1] if dim is not None else None
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE,
+                  show_edge=False, show_footer=total is not None, padding=(0, 1, 0, 0),
+                  pad_edge=False)
+    for i, header in enumerate(headers):
+        text = header in ("layer", "unit", "metric")
+        table.add_column(header, footer=total[i] if total else "", no_wrap=True,
+                         justify="left" if text else "right", footer_style="bold",
+                         overflow="ellipsis")
+    for i, row in enumerate(rows if total is None else rows[:-1]):
+        table.add_row(*row, style="dim" if dim and dim[i] else None)
+    excess = Console(width=10_000).measure(table).maximum - width
+    if excess > 0:
+        first = max(len(line) for cell in [headers[0], *(r[0] for r in rows)]
+                    for line in cell.splitlines())
+        table.columns[0].max_width = max(8, first - excess)
+    return table
+
+
+def print_run(result, source: str | None, written: list[str], console=None) -> None:
+    """The run's tables, totals and corruption: with a rich Console (stdout is a terminal) as
+    rich tables with short numbers, else as plain text with exact ones (easy to parse)."""
+    def say(line: str) -> None:
+        console.print(line, markup=False) if console else print(line)
+
+    lines = summary_lines(result, source)
+    say(lines[0])
+    vector = [r.kind == "vector" for r in result.layers]
+    for title, headers, rows in run_tables(result, _short if console else _exact):
+        if console:
+            console.print(_rich_table(title, [t for _, t in headers], rows, console.width,
+                                      vector))
+        else:
+            plain = [p for p, _ in headers]
+            print(f"{title}:")
+            print_table([dict(zip(plain, row, strict=True)) for row in rows], plain)
+    for line in lines[1:]:
+        say(line)
+    c = result.corruption
+    if c is not None:
+        if console:
+            console.print(_rich_table(f"corruption over {c['trials']} trial(s)",
+                                      ["metric", "mean", "95% interval"],
+                                      [list(row) for row in corruption_rows(c)],
+                                      console.width))
+        else:
+            print_corruption(c)
+        if flips := _flips_by_buffer(c):
+            say(flips)
+    if written:
+        say("wrote " + ", ".join(written))
 
 
 def cmd_run(args) -> int:
@@ -132,86 +336,90 @@ def cmd_run(args) -> int:
     from accelsim.simulate import simulate
     from accelsim.workload import load_workload
 
-    hw = load_hardware(args.hardware, overrides=args.set)
-    graph = load_workload(args.workload, seed=args.seed)
-    inputs, labels = run_inputs(hw, graph, args.input, args.seed, args.timing_only)
-    with progress_bar("fault trials", args.trials, enabled=not args.quiet) as progress:
+    show_progress = not (args.quiet or args.json)
+    with progress_bar("loading hardware", enabled=show_progress, transient=True) as progress:
+        hw = load_hardware(args.hardware, overrides=args.set)
+        progress(0, None, "loading workload")
+        graph = load_workload(args.workload, seed=args.seed)
+        inputs, labels = run_inputs(hw, graph, args.input, args.seed, args.timing_only)
         result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
                           progress=progress)
-    if args.out:
-        write_outputs(result, args.out)
+    written, note = write_outputs(result, args.out, hw.dram.bandwidth_bytes_per_cycle) \
+        if args.out else ([], None)
+    if note:
+        print(note, file=sys.stderr)
     if args.json:
         print(result.to_json())
         return 0
     if args.quiet:
         return 0
-    h = result.hardware
-    print(f"{graph.name} on {hw.name}: {h['rows']}x{h['cols']} {h['dataflow']} array at "
-          f"{hw.clock_mhz:g} MHz; cycles and energy of one pass of the graph's own batch")
-    print_timing(result)
-    t = result.totals
-    print(f"total: {t.cycles:,} cycles = {t.latency_s * 1e3:.4g} ms at {hw.clock_mhz:g} MHz; "
-          f"stalls {t.stall_cycles:,} ({100 * t.stall_cycles / max(t.cycles, 1):.1f} %); "
-          f"utilisation {100 * t.utilisation:.1f} %")
-    parts = sorted(t.energy_breakdown_pj.items(), key=lambda kv: -kv[1])
-    print(f"energy: {t.energy_per_inference_pj / 1e6:.4g} uJ per inference, average power "
-          f"{t.average_power_mw:.4g} mW; by component: "
-          + ", ".join(f"{k} {100 * v / t.energy_pj:.1f} %" for k, v in parts if v)
-          if t.energy_pj else "energy: 0")
+    console = None
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        console = Console()
+    source = None
     if result.outputs is not None:
         source = args.input or f"seeded random data (seed {args.seed})"
-        print(f"executed bit-accurately on {source}: "
-              + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in result.outputs.items()))
-        print_corruption(result.corruption)
-    else:
-        print("numerics not run (timing only): no corruption figures")
-    if args.out:
-        print(f"wrote {os.path.join(args.out, 'result.json')} and "
-              f"{os.path.join(args.out, 'layers.csv')}")
+    print_run(result, source, written, console)
     return 0
 
 
-def write_outputs(result, out: str) -> None:
-    """DIR/result.json and DIR/layers.csv. Both are made in memory first, then each written to a
-    temporary file in DIR and renamed: an error leaves no half-written file."""
+def write_outputs(result, out: str, dram_bytes_per_cycle: float | None = None
+                  ) -> tuple[list[str], str | None]:
+    """DIR/result.json, DIR/layers.csv and, with matplotlib, energy.png, cycles.png and
+    utilisation.png (accelsim.plots). All are made in memory
+    first, then each written to a temporary file in DIR and renamed: an error leaves no
+    half-written file. Returns the paths written and a note when plots could not be made."""
     from accelsim.result import write_atomic
 
-    files = {"result.json": result.to_json() + "\n", "layers.csv": result.to_csv()}
+    files: dict[str, str | bytes] = {"result.json": result.to_json() + "\n",
+                                     "layers.csv": result.to_csv()}
+    note = None
+    try:
+        files.update(_figures(result, dram_bytes_per_cycle))
+    except ImportError:
+        note = "accelsim: no plots written: they need matplotlib (pip install 'accelsim[plots]')"
     try:
         os.makedirs(out, exist_ok=True)
-        for name, text in files.items():
-            write_atomic(os.path.join(out, name), text)
+        for name, data in files.items():
+            path = os.path.join(out, name)
+            if isinstance(data, str):
+                write_atomic(path, data)
+            else:
+                _write_bytes_atomic(path, data)
     except OSError as e:
         raise InputError(f"--out {out}: cannot write results ({e.strerror or e})") from None
+    return [os.path.join(out, name) for name in files], note
 
 
-def _fmt(summary: dict, scale: float = 1.0, unit: str = "") -> str:
-    """mean [95% interval] of a trials() summary; a null mean is no error (e.g. infinite SNR)."""
-    mean = summary["mean"]
-    if mean is None:
-        return "no error"
-    text = f"{scale * mean:.4g}{unit}"
-    lo, hi = summary["ci95"]
-    if summary["n"] > 1 and lo is not None:
-        text += f" [{scale * lo:.4g}, {scale * hi:.4g}]"
-    return text
+def _figures(result, dram_bytes_per_cycle: float | None) -> dict[str, bytes]:
+    """run --out's plots as PNG bytes; ImportError without matplotlib."""
+    import io
+
+    from accelsim import plots
+
+    figures = {"energy.png": plots.energy_breakdown(result), "cycles.png": plots.cycles(result),
+               "utilisation.png": plots.utilisation(result, dram_bytes_per_cycle)}
+    out = {}
+    for name, fig in figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        out[name] = buf.getvalue()
+    return out
 
 
-def print_corruption(c: dict) -> None:
-    """The corruption figures of a Result (mean and 95% interval over the trials)."""
-    m = c["metrics"]
-    print(f"corruption over {c['trials']} trial(s) (mean [95% interval]): "
-          f"bits flipped {_fmt(m['bits_flipped'])}, outputs changed "
-          f"{_fmt(m['fraction_changed'], 100, ' %')}, SNR {_fmt(m['snr_db'], 1, ' dB')}, "
-          f"max |error| {_fmt(m['max_abs_error'])}, top-1 agreement "
-          f"{_fmt(m['top1_agreement'], 100, ' %')}")
-    if "accuracy" in m:
-        print(f"accuracy {_fmt(m['accuracy'], 100, ' %')} (fault-free "
-              f"{_fmt(m['golden_accuracy'], 100, ' %')})")
-    flips = c["per_trial"][0]["bits_flipped_by_buffer"] if c["per_trial"] else {}
-    if any(flips.values()):
-        print("first trial, bits flipped by buffer: "
-              + ", ".join(f"{b} {n:,}" for b, n in flips.items()))
+def _write_bytes_atomic(path: str, data: bytes) -> None:
+    """write_atomic for bytes: a temporary file beside path, renamed over it."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def cmd_validate(args) -> int:
@@ -261,10 +469,13 @@ def parser() -> argparse.ArgumentParser:
                    help="Monte Carlo fault trials (seeds seed, seed+1, ...); mean and 95%% "
                         "interval")
     r.add_argument("--json", action="store_true",
-                   help="print the result as JSON (schema: accelsim schema --result)")
+                   help="print the result as JSON (schema: accelsim schema --result) instead "
+                        "of the tables")
     r.add_argument("--out", metavar="DIR",
-                   help="write DIR/result.json and DIR/layers.csv (one row per layer)")
-    r.add_argument("--quiet", action="store_true", help="print no table")
+                   help="write DIR/result.json, DIR/layers.csv (one row per layer) and, with "
+                        "the plots extra, energy.png, cycles.png and utilisation.png")
+    r.add_argument("--quiet", action="store_true",
+                   help="print no table and no progress bars")
     r.add_argument("--timing-only", action="store_true",
                    help="time the network without running its numerics (always so for CSV)")
 

@@ -191,7 +191,8 @@ def test_run_out_writes_json_and_csv(runs, published_schema, tmp_path, capsys):
     assert main(["run", *runs["digits with inputs and faults"], "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "corruption over 2 trial(s)" in printed and str(out / "result.json") in printed
-    assert sorted(p.name for p in out.iterdir()) == ["layers.csv", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["cycles.png", "energy.png", "layers.csv",
+                                                     "result.json", "utilisation.png"]
     r = Result.from_json((out / "result.json").read_text())
     jsonschema.Draft202012Validator(published_schema).validate(r.to_dict())
     assert (out / "layers.csv").read_text() == r.to_csv()
