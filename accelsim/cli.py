@@ -23,6 +23,10 @@ EXAMPLES = {
     "validate": "accelsim validate hwconfigs/edge_int8_16x16.yaml",
     "schema": "accelsim schema > hw.schema.json",
     "schema --result": "accelsim schema --result > result.schema.json",
+    "sweep": "accelsim sweep hwconfigs/edge_int8_16x16.yaml workloads/digits_cnn_int8_qdq.onnx "
+             "--grid buffers.weights.voltage_v=0.70:0.95:0.05 --grid energy.model=table,toggles "
+             "--trials 3 --db results.sqlite",
+    "sweep --export": "accelsim sweep --db results.sqlite --export points.csv",
 }
 
 
@@ -422,6 +426,26 @@ def _write_bytes_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def cmd_sweep(args) -> int:
+    from accelsim.hardware import parse_override
+    from accelsim.sweep import SweepError, export_csv, parse_grids, run_sweep
+
+    if args.export:
+        if args.hardware or args.workloads or args.grid:
+            raise SweepError("sweep --export reads the store only: give no HW, WORKLOAD or --grid")
+        rows = export_csv(args.db, args.export)
+        print(f"wrote {rows} point(s) of {args.db} to {args.export}")
+        return 0
+    if not args.workloads:
+        raise SweepError("sweep needs HW and at least one WORKLOAD (or --export CSV)")
+    summary = run_sweep(args.hardware, args.workloads, parse_grids(args.grid), args.db,
+                        overrides=dict(map(parse_override, args.set)), inputs=args.input,
+                        seed=args.seed, trials=args.trials, workers=args.workers,
+                        scheduler=args.scheduler)
+    print(summary)
+    return 0
+
+
 def cmd_validate(args) -> int:
     from accelsim import load_hardware
 
@@ -481,6 +505,30 @@ def parser() -> argparse.ArgumentParser:
 
     i = add("info", "list a workload's layers with shapes, precisions and MACs", cmd_info)
     i.add_argument("workload")
+
+    w = add("sweep", "run a grid of hardware settings (and workloads) into a resumable SQLite "
+                     "store, or export a store as CSV", cmd_sweep)
+    w.add_argument("hardware", nargs="?", help="hardware YAML or SCALE-Sim .cfg")
+    w.add_argument("workloads", nargs="*", metavar="workload",
+                   help="ONNX, QONNX or SCALE-Sim topology CSV (several: each is swept)")
+    w.add_argument("--grid", action="append", default=[], metavar="PATH=START:STOP:STEP|a,b,c",
+                   help="sweep a hardware field over a range (STOP included when on the grid) "
+                        "or a list; repeated: the cartesian product")
+    w.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a hardware field in every point")
+    w.add_argument("--input", help=".npz with arrays named after the graphs' inputs (and "
+                                   "labels); default: seeded random data")
+    w.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    w.add_argument("--trials", type=int, default=1, help="Monte Carlo fault trials per point")
+    w.add_argument("--workers", type=int, help="local worker processes (default: the CPUs)")
+    w.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (e.g. tcp://host:8786) "
+                        "instead of local processes")
+    w.add_argument("--db", required=True,
+                   help="SQLite store: created if missing, else added to (finished points are "
+                        "skipped)")
+    w.add_argument("--export", metavar="CSV",
+                   help="write the store's points as CSV (one row each) instead of running")
 
     v = add("validate", "check a hardware description", cmd_validate)
     v.add_argument("hardware")
