@@ -1,7 +1,7 @@
 """What caps the binary / int8 MAC-rate ratio on this CPU: L1-resident inner loops against the
 real kernels on ResNet-18 shapes, in one process, single-threaded.
 
-    python benchmarks/bench_binary_ceiling.py [--rounds 7] [--asm]
+    python benchmarks/bench_binary_ceiling.py [--rounds 21] [--asm]
 
 Every round times each kernel once (interleaved, so that a disturbance from other processes hits
 one round of every kernel, not all rounds of one); figures are medians over the rounds. The clock
@@ -601,7 +601,7 @@ def measure(rounds: int, rng: np.random.Generator) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--asm", action="store_true", help="print each hot loop's instructions")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
