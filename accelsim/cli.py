@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -372,9 +371,9 @@ def cmd_run(args) -> int:
 def write_outputs(result, out: str, dram_bytes_per_cycle: float | None = None
                   ) -> tuple[list[str], str | None]:
     """DIR/result.json, DIR/layers.csv and, with matplotlib, energy.png, cycles.png and
-    utilisation.png (accelsim.plots). All are made in memory
-    first, then each written to a temporary file in DIR and renamed: an error leaves no
-    half-written file. Returns the paths written and a note when plots could not be made."""
+    utilisation.png (accelsim.plots). All are made in memory first, then each written to a
+    temporary file in DIR and renamed: an error leaves no half-written file. Returns the paths
+    written and a note when plots could not be made."""
     from accelsim.result import write_atomic
 
     files: dict[str, str | bytes] = {"result.json": result.to_json() + "\n",
@@ -387,11 +386,7 @@ def write_outputs(result, out: str, dram_bytes_per_cycle: float | None = None
     try:
         os.makedirs(out, exist_ok=True)
         for name, data in files.items():
-            path = os.path.join(out, name)
-            if isinstance(data, str):
-                write_atomic(path, data)
-            else:
-                _write_bytes_atomic(path, data)
+            write_atomic(os.path.join(out, name), data)
     except OSError as e:
         raise InputError(f"--out {out}: cannot write results ({e.strerror or e})") from None
     return [os.path.join(out, name) for name in files], note
@@ -411,19 +406,6 @@ def _figures(result, dram_bytes_per_cycle: float | None) -> dict[str, bytes]:
         fig.savefig(buf, format="png", dpi=110)
         out[name] = buf.getvalue()
     return out
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    """write_atomic for bytes: a temporary file beside path, renamed over it."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def cmd_sweep(args) -> int:

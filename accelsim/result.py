@@ -252,15 +252,15 @@ _FLATTENED = {
 _SCALARS = [f.name for f in dataclasses.fields(LayerRecord) if f.name not in _FLATTENED]
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path through a temporary file in the same folder, renamed over it: a reader
-    sees the old file or the whole new one, never half of it."""
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to path through a temporary file in the same folder, renamed
+    over it: a reader sees the old file or the whole new one, never half of it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plain file's mode instead
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
