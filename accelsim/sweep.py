@@ -9,8 +9,11 @@ seed, the trials, the inputs file's sha256 (null without inputs) and the accelsi
 same key means the same simulation, so rerunning a sweep after a crash, SIGKILL or Ctrl-C skips
 the points already stored. A store is only ever added to; only the parent process writes it.
 
-On a cluster, start a scheduler and workers on machines that have accelsim installed and see the
-same files at the same paths (a point carries absolute paths, not the files):
+Local workers are spawned processes (the parent has threads: no fork), so a script that calls
+`run_sweep` keeps its own work under `if __name__ == "__main__":`, as multiprocessing asks.
+On a cluster (pip install 'accelsim[cluster]'), start a scheduler and workers on machines that
+have accelsim installed and see the same files at the same paths (a point carries absolute
+paths, not the files):
 
     dask scheduler                          # prints its address, e.g. tcp://10.0.0.1:8786
     dask worker tcp://10.0.0.1:8786         # on each machine
