@@ -1153,7 +1153,17 @@ def corruption(golden: FaultyRun | Mapping[str, np.ndarray], faulty: FaultyRun, 
     return out
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
+# The range each metric can take: a 95% interval is clipped to it (a t-interval over a few
+# trials can reach past 100 % accuracy); metrics not listed are unbounded (SNR).
+_RANGE = {
+    **dict.fromkeys(("fraction_changed", "top1_agreement", "accuracy", "golden_accuracy"),
+                    (0.0, 1.0)),
+    **dict.fromkeys(("mean_abs_error", "max_abs_error", "bits_flipped", "bit_errors",
+                     "ecc_corrected", "ecc_detected", "ecc_undetected"), (0.0, math.inf)),
+}
+
+
+def _summary(values: list[float], metric: str) -> dict[str, Any]:
     v = np.asarray(values, np.float64)
     n = v.size
     finite = v[np.isfinite(v)]
@@ -1163,7 +1173,9 @@ def _summary(values: list[float]) -> dict[str, Any]:
     mean = float(v.mean())
     std = float(v.std(ddof=1)) if n > 1 else 0.0
     half = _t95(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+    low, high = _RANGE.get(metric, (-math.inf, math.inf))
+    return {"mean": mean, "std": std, "ci95": [max(low, mean - half), min(high, mean + half)],
+            "n": n}
 
 
 def _t95(df: int) -> float:
@@ -1180,8 +1192,9 @@ def trials(mapping: MappingPlan, inputs: Mapping[str, np.ndarray], seeds: Iterab
            reference: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Monte Carlo over seeds (one faulty run each): mean, std and a 95% interval per metric.
 
-    The interval is mean +- t(0.975, n-1) std / sqrt(n). Metrics with an infinite value in some
-    trial (SNR with no error) report their mean (inf) and no spread. progress(done, total) is
+    The interval is mean +- t(0.975, n-1) std / sqrt(n), clipped to the metric's range. Metrics
+    with an infinite value in some trial (SNR with no error) report their mean (inf) and no
+    spread. progress(done, total) is
     called after each trial. reference: golden()'s tensors, if the caller has them already.
     """
     seeds = list(seeds)
@@ -1194,11 +1207,11 @@ def trials(mapping: MappingPlan, inputs: Mapping[str, np.ndarray], seeds: Iterab
             progress(i + 1, len(seeds))
     scalars = [k for k, v in per_trial[0].items()
                if isinstance(v, int | float) and not isinstance(v, bool)] if per_trial else []
-    metrics = {k: _summary([t[k] for t in per_trial]) for k in scalars}
+    metrics = {k: _summary([t[k] for t in per_trial], k) for k in scalars}
     layers = {}
     if per_trial:
         for layer in per_trial[0]["layers"]:
-            layers[layer] = {k: _summary([t["layers"][layer][k] for t in per_trial])
+            layers[layer] = {k: _summary([t["layers"][layer][k] for t in per_trial], k)
                              for k in ("fraction_changed", "snr_db", "bits_flipped")}
     return {"trials": len(seeds), "seeds": seeds, "metrics": metrics, "layers": layers,
             "per_trial": per_trial}

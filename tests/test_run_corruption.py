@@ -72,3 +72,17 @@ def test_zero_trials_is_a_user_error(digits_npz, capsys):
     assert main(["run", str(EDGE), str(INT8), "--input", str(path), "--trials", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trials" in err
+
+
+def test_intervals_stay_inside_each_metrics_range():
+    """A t-interval over few trials can pass 100 % accuracy or go below 0 flips: clipped to the
+    metric's range; an unbounded metric (SNR) keeps its symmetric interval."""
+    from accelsim.inject import _summary
+
+    acc = _summary([1.0, 1.0, 0.9], "accuracy")
+    assert acc["ci95"][1] == 1.0 and acc["ci95"][0] < acc["mean"] < 1.0
+    flips = _summary([0, 0, 30], "bits_flipped")
+    assert flips["ci95"][0] == 0.0 and flips["ci95"][1] > 30
+    snr = _summary([10.0, 20.0, 30.0], "snr_db")
+    assert snr["ci95"][0] == pytest.approx(40.0 - snr["ci95"][1])
+    assert snr["ci95"][0] < 10.0
