@@ -750,6 +750,24 @@ def test_binary_conv_strided_phases(strides, channels):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("group", [1, 2])
+def test_binary_conv_dense_taps(channels, group):
+    """Fewer than 4 channels per group: (tap, channel) bits packed densely across nibbles,
+    reductions that end inside a nibble, strides 1 and 2, batch of 2."""
+    rng = np.random.default_rng(channels * 7 + group)
+    for kernel, strides, pads in (((7, 7), (2, 2), (3, 3, 3, 3)), ((3, 2), (1, 1), (1, 0, 2, 1))):
+        w = rng.choice(np.array([-1, 1], np.int8), (4 * group, channels) + kernel)
+        packed = pack_binary_conv_weights(w, group)
+        assert packed.dense
+        x = rng.choice(np.array([-1, 1], np.int8), (2, channels * group, 15, 13))
+        got = binary_conv2d_acc_packed(x, packed, strides, pads, (1, 1))
+        want = conv2d_acc(
+            x, w, 0, np.zeros(4 * group, np.int64), None, strides, pads, (1, 1), group
+        )
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("m", [10, 40, 64, 100, 130])
 @pytest.mark.parametrize("n", [5, 12, 13, 25, 40])
 def test_binary_matmul_wide_tiles(m, n):

@@ -4,7 +4,8 @@ A +-1 value is one bit (1 for +1, 0 for -1). Over n positions the dot product is
 n - 2 * popcount(x xor w). The kernel works on nibbles, four channels of one tap per byte:
 
 - activations are packed once into nibble planes: plane (phase, q) holds, for every pixel of the
-  zero-padded input, the nibble of channels 4q..4q+3. With stride s the padded image is split into
+  zero-padded input, the nibble of channels q, q + cn, q + 2cn, q + 3cn (cn nibbles per tap).
+  With stride s the padded image is split into
   its s x s phases (space to depth), so that every tap of every output pixel is at a fixed offset
   in one plane from the pixel's position: a convolution becomes a sum over taps of shifted planes,
   with no im2col. Output pixels are numbered on the phase grid (row length ws >= OW); the few
@@ -13,6 +14,8 @@ n - 2 * popcount(x xor w). The kernel works on nibbles, four channels of one tap
   nibbles (32 consecutive pixels) through it counts the differing bits of 32 pixels for that
   channel and tap. A register tile of ROWS x 32 pixels by COLS channels adds these counts in
   bytes, folded into 16-bit lanes every FOLD steps;
+- with fewer than 4 channels (conv1's 3), the (tap, channel) bits are packed densely across
+  nibbles instead, read from one tap-shifted plane per nibble step (_tap_planes);
 - channels past C (in the last nibble of a tap) are 0 in both operands and add nothing; padded
   taps read bits 0, that is -1, where a zero-padded +-1 convolution (QONNX/Brevitas binary layers)
   adds 0, so the sum of the weights over each pixel's padded taps is added back at the end.
@@ -373,6 +376,43 @@ def _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets):
 
 
 @njit(cache=True)
+def _tap_nibbles(s0, s1, s2, s3, b0, b1, b2, b3, dst):
+    """dst[j] = the nibble whose bit k is set when s_k[j] & b_k (b_k one bit, or 0 for a bit past
+    the reduction), for five 1-D uint8 views of the same length: byte compares, which LLVM
+    vectorises (a variable shift per source would widen every lane to 64 bits)."""
+    for j in range(dst.size):
+        dst[j] = (
+            np.uint8(s0[j] & b0 != 0)
+            | np.uint8(s1[j] & b1 != 0) << np.uint8(1)
+            | np.uint8(s2[j] & b2 != 0) << np.uint8(2)
+            | np.uint8(s3[j] & b3 != 0) << np.uint8(3)
+        )
+
+
+@njit(cache=True, parallel=True)
+def _tap_planes(planes, tap_offsets, cg, k_len, out):
+    """out[n, g, i, p] = the nibble of reduction bits 4i..4i+3 at grid pixel p, bit k being
+    channel k % cg of tap k // cg: bit k % cg of planes[n, g] (the phase planes flattened, one
+    nibble per tap holding channels 0..cg-1, cg < 4) at p + tap_offsets[k // cg]. Taps packed
+    densely across nibbles: conv1's 3 channels x 49 taps take 37 nibble steps instead of 49."""
+    nb, groups, n_nib, m = out.shape
+    for t in numba.prange(nb * groups * n_nib):
+        n, g, i = t // (groups * n_nib), (t // n_nib) % groups, t % n_nib
+        src = planes[n, g]
+        # Bit k of the reduction, or (masked out by a zero bit) the last one again past its end.
+        last = k_len - 1
+        k0, k1, k2, k3 = 4 * i, min(4 * i + 1, last), min(4 * i + 2, last), min(4 * i + 3, last)
+        a0, a1 = tap_offsets[k0 // cg], tap_offsets[k1 // cg]
+        a2, a3 = tap_offsets[k2 // cg], tap_offsets[k3 // cg]
+        _tap_nibbles(
+            src[a0 : a0 + m], src[a1 : a1 + m], src[a2 : a2 + m], src[a3 : a3 + m],
+            np.uint8(1 << (k0 % cg)), np.uint8((4 * i + 1 < k_len) << (k1 % cg)),
+            np.uint8((4 * i + 2 < k_len) << (k2 % cg)), np.uint8((4 * i + 3 < k_len) << (k3 % cg)),
+            out[n, g, i],
+        )  # fmt: skip
+
+
+@njit(cache=True)
 def _ones_per_tap(widx_row, taps, ones):
     """ones[t] = the set bits of the weight nibbles of tap t (entries i with i % taps == t).
     Summed 32 rows of `taps` at a time into one long accumulator, so that the loop vectorises
@@ -608,9 +648,20 @@ class PackedBinaryWeights:
         self.shape = (o_ch, cg, kh, kw)
         self.group = group
         cn = -(-cg // 4)
-        self.widx = np.zeros((group, _round_up(o_ch // group, COLS), kh * kw * cn), np.uint8)
+        og_pad = _round_up(o_ch // group, COLS)
+        self.widx = np.zeros((group, og_pad, kh * kw * cn), np.uint8)
         wsum = np.empty((o_ch, kh * kw), np.int64)
         _weight_nibbles(np.ascontiguousarray(w).reshape(o_ch, cg, kh * kw), group, self.widx, wsum)
+        # Fewer than 4 channels leave bits of every nibble unused: pack (tap, channel) bits
+        # densely instead (bit k = channel k % cg of tap k // cg), read through _tap_planes.
+        self.dense = cg < 4 and kh * kw > 1
+        if self.dense:
+            k_len = cg * kh * kw
+            bits = np.zeros((o_ch, _round_up(k_len, 4)), np.uint8)
+            bits[:, :k_len] = w.reshape(o_ch, cg, kh * kw).transpose(0, 2, 1).reshape(o_ch, -1) > 0
+            nibbles = 4 * (bits.reshape(o_ch, -1, 4) << np.arange(4, dtype=np.uint8)).sum(-1)
+            self.widx = np.zeros((group, og_pad, nibbles.shape[1]), np.uint8)
+            self.widx[:, : o_ch // group] = nibbles.reshape(group, o_ch // group, -1)
         self.padding_sums = _padding_sums(wsum, kh, kw)
         for a in (self.widx, self.padding_sums):
             a.flags.writeable = False
@@ -699,6 +750,11 @@ def binary_conv2d_acc_packed(
     offsets = np.empty(kh * kw * cn, np.int64)
     _tap_offsets(cn, kh, kw, sh, sw, dh, dw, ws, plane_len, offsets)
     k_len = cg * kh * kw
+    if packed.dense:
+        steps = packed.widx.shape[2]
+        taps = np.empty((nb, group, steps, blocks * PIXELS), np.uint8)
+        _tap_planes(planes.reshape(nb, group, -1), offsets, cg, k_len, taps)
+        planes, offsets = taps, np.arange(steps, dtype=np.int64) * (blocks * PIXELS)
     # The sums lie in [-k_len, k_len]: int16 halves the traffic of this intermediate.
     dtype = np.int16 if k_len <= np.iinfo(np.int16).max else np.int32
     # Rows of whole grid lines, so that numpy views each as (lines, ws) for _finish.
