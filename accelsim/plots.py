@@ -192,6 +192,27 @@ def _label(column: str) -> str:
     return column.removesuffix("_pj").replace("_", " ")
 
 
+# a hardware field's unit, from the suffix of its name (configuration fields carry their unit)
+_FIELD_UNITS = {"_bytes_per_cycle": "B/cycle", "_v": "V", "_mhz": "MHz", "_kib": "KiB",
+                "_pj": "pJ", "_nm": "nm", "_bits": "bits", "_cycles": "cycles", "_mw": "mW"}
+# corruption metrics that are fractions (0 to 1) and those in their own units
+_METRIC_UNITS = {"accuracy": "fraction", "golden_accuracy": "fraction",
+                 "top1_agreement": "fraction", "fraction_changed": "fraction", "snr_db": "dB"}
+
+
+def _field_label(path: str) -> str:
+    """buffers.weights.voltage_v -> buffers.weights.voltage (V)."""
+    for suffix, unit in _FIELD_UNITS.items():
+        if path.endswith(suffix):
+            return f"{path.removesuffix(suffix)} ({unit})"
+    return path
+
+
+def _metric_label(metric: str) -> str:
+    unit = _METRIC_UNITS.get(metric)
+    return f"{metric.replace('_', ' ')} ({unit})" if unit else metric.replace("_", " ")
+
+
 def voltage_tradeoff(points: pd.DataFrame, x: str = "buffers.weights.voltage_v",
                      by: str | Sequence[str] = "workload",
                      energy: str = "energy_per_inference_pj", metric: str = "accuracy") -> Figure:
@@ -207,11 +228,11 @@ def voltage_tradeoff(points: pd.DataFrame, x: str = "buffers.weights.voltage_v",
         m_ax.fill_between(rows[x], rows[f"{metric}_ci95_lo"], rows[f"{metric}_ci95_hi"],
                           color=colour, alpha=0.2, lw=0, label=f"{label} 95% interval")
     e_ax.set_ylabel(f"{_label(energy)} ({unit})")
-    m_ax.set_ylabel(metric)
+    m_ax.set_ylabel(_metric_label(metric))
     e_ax.set_title("energy", fontsize=10)
     m_ax.set_title(f"{metric} (mean, 95% interval over the trials)", fontsize=10)
     for ax in (e_ax, m_ax):
-        ax.set_xlabel(x)
+        ax.set_xlabel(_field_label(x))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
@@ -233,9 +254,10 @@ def energy_vs_metric(points: pd.DataFrame, metric: str = "accuracy",
         ax.errorbar(mean, rows[energy] / scale, xerr=err, fmt="o-", color=colour, capsize=3,
                     label=label)
     if floor is not None:
-        ax.axvline(floor, color="k", ls="--", lw=1, label=f"{metric} floor {floor:g}")
-    ax.set_xlabel(f"{metric} (mean, 95% interval)")
+        ax.axvline(floor, color="k", ls="--", lw=1, label=f"{metric} floor {floor:.4g}")
+    ax.set_xlabel(f"{_metric_label(metric)}: mean, 95% interval")
     ax.set_ylabel(f"{_label(energy)} ({unit})")
+    ax.set_ylim(bottom=0)  # from zero, so a small relative change looks small
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -127,6 +127,8 @@ def test_voltage_tradeoff_lines_and_bands_are_the_columns(points):
     energy_ax, metric_ax = fig.axes
     unit, scale = plots.energy_unit(points["energy_per_inference_pj"].max())
     assert unit in energy_ax.get_ylabel()
+    assert energy_ax.get_xlabel() == "buffers.weights.voltage (V)"
+    assert metric_ax.get_ylabel() == "accuracy (fraction)"
     bands = metric_ax.collections
     assert len(bands) == 2
     for name, band, e_line, m_line in zip(sorted(WORKLOADS), bands, energy_ax.lines,
