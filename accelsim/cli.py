@@ -9,8 +9,6 @@ import os
 import sys
 from collections.abc import Callable
 
-import numpy as np
-
 from accelsim.errors import AccelsimError, InputError
 from accelsim.progress import progress_bar
 
@@ -65,40 +63,6 @@ def cmd_info(args) -> int:
     print_table(rows, ["name", "op", "input", "output", "precision", "weights", "macs"])
     print(f"total MACs: {sum(r['macs'] for r in rows):,}")
     return 0
-
-
-def load_inputs(graph, path: str | None,
-                seed: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Inputs (and labels, if any) from an .npz named after the graph's inputs, or seeded random
-    data of their type (no labels)."""
-    if path:
-        try:
-            with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read inputs ({e})") from None
-        labels = arrays.pop("labels", None)
-        return arrays, labels
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        if t.type.kind == "float":
-            inputs[name] = rng.random(t.shape, dtype=np.float32)
-        else:
-            inputs[name] = rng.integers(t.type.min, t.type.max + 1, t.shape).astype(t.type.storage)
-    return inputs, None
-
-
-def run_inputs(hw, graph, path: str | None, seed: int, timing_only: bool = False
-               ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
-    """What `run` and `sweep` simulate on: load_inputs' arrays and labels, or (None, None) to
-    time the graph only. A SCALE-Sim topology carries shapes only: its seeded weights compute
-    nothing real, so its numerics run only when the toggle energy model asks for data."""
-    csv = str(graph.source).lower().endswith(".csv")
-    if timing_only or (csv and hw.energy.model != "toggles"):
-        return None, None
-    return load_inputs(graph, path, seed)
 
 
 def _exact(n: int) -> str:
@@ -336,7 +300,7 @@ def print_run(result, source: str | None, written: list[str], console=None) -> N
 
 def cmd_run(args) -> int:
     from accelsim import load_hardware
-    from accelsim.simulate import simulate
+    from accelsim.simulate import run_inputs, simulate
     from accelsim.workload import load_workload
 
     show_progress = not (args.quiet or args.json)

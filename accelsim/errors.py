@@ -19,3 +19,7 @@ class UnsupportedError(WorkloadError):
 
 class InputError(AccelsimError):
     """Input data does not match the graph's inputs."""
+
+
+class SweepError(AccelsimError):
+    """A sweep's grid, options or store is unusable (names the --grid option or the file)."""

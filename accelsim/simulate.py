@@ -25,6 +25,12 @@ from accelsim.workload import load_workload
 from accelsim.workload.ir import Graph
 
 
+def hardware_sha256(hw: Hardware) -> str:
+    """The content hash of a validated hardware description (every field, overrides applied):
+    equal hashes, same machine."""
+    return hashlib.sha256(hw.model_dump_json().encode()).hexdigest()
+
+
 def _sha256_of_file(path: str) -> str | None:
     p = Path(path)
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
@@ -103,7 +109,7 @@ def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0
         hardware={
             "name": hw.name, "clock_mhz": hw.clock_mhz, "rows": pe.rows, "cols": pe.cols,
             "dataflow": pe.dataflow,
-            "sha256": hashlib.sha256(hw.model_dump_json().encode()).hexdigest(),
+            "sha256": hardware_sha256(hw),
         },
         workload={"name": graph.name, "source": graph.source,
                   "sha256": _sha256_of_file(graph.source) if graph.source else None},
@@ -165,6 +171,40 @@ def simulate(
         result.corruption = json_safe(report)
         result.not_modelled = []
     return result
+
+
+def load_inputs(graph: Graph, path: str | None,
+                seed: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Inputs (and labels, if any) from an .npz named after the graph's inputs, or seeded random
+    data of their type (no labels)."""
+    if path:
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: cannot read inputs ({e})") from None
+        labels = arrays.pop("labels", None)
+        return arrays, labels
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        if t.type.kind == "float":
+            inputs[name] = rng.random(t.shape, dtype=np.float32)
+        else:
+            inputs[name] = rng.integers(t.type.min, t.type.max + 1, t.shape).astype(t.type.storage)
+    return inputs, None
+
+
+def run_inputs(hw: Hardware, graph: Graph, path: str | None, seed: int, timing_only: bool = False
+               ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    """What `run` and `sweep` simulate on: load_inputs' arrays and labels, or (None, None) to
+    time the graph only. A SCALE-Sim topology carries shapes only: its seeded weights compute
+    nothing real, so its numerics run only when the toggle energy model asks for data."""
+    csv = str(graph.source).lower().endswith(".csv")
+    if timing_only or (csv and hw.energy.model != "toggles"):
+        return None, None
+    return load_inputs(graph, path, seed)
 
 
 def json_safe(value: Any) -> Any:

@@ -49,21 +49,16 @@ from pathlib import Path
 from typing import Any
 
 import accelsim
-from accelsim.cli import run_inputs
-from accelsim.errors import AccelsimError, HardwareError, InputError, WorkloadError
+from accelsim.errors import AccelsimError, HardwareError, InputError, SweepError, WorkloadError
 from accelsim.hardware import load_hardware, parse_override
 from accelsim.progress import progress_bar
 from accelsim.result import Result, write_atomic
-from accelsim.simulate import simulate
+from accelsim.simulate import hardware_sha256, run_inputs, simulate
 from accelsim.workload import load_workload
 
 APPLICATION = "accelsim-sweep"
 STORE_FORMAT = 1
 MAX_RANGE_VALUES = 100_000  # a longer range is a mistyped STEP, not a study
-
-
-class SweepError(AccelsimError):
-    """A bad --grid, or a --db file that is not a sweep store."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,10 +260,11 @@ TOTALS = ("cycles", "stall_cycles", "utilisation", "latency_s", "energy_pj",
 
 
 def sweep_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
-    """(columns, rows) of a store, one row per point: key, workload (as given), seed, trials, one
-    column per override path, the totals, energy_<component>_pj, then per corruption metric m
-    its mean `m`, `m_std`, `m_ci95_lo`, `m_ci95_hi` (NaN without corruption or where the
-    Result has null, e.g. the SNR of error-free outputs), and result_json."""
+    """(columns, rows) of a store, one row per point: key, hardware, workload and inputs (the
+    paths as given), seed, trials, one column per override path, the totals,
+    energy_<component>_pj, then per corruption metric m its mean `m`, `m_std`, `m_ci95_lo`,
+    `m_ci95_hi` (NaN without corruption or where the Result has null, e.g. the SNR of error-free
+    outputs), and result_json."""
     with Store(path) as store:
         points = list(store.points())
     results = [json.loads(p["result_json"]) for p in points]
@@ -278,8 +274,8 @@ def sweep_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]
         "metrics", {})))
     rows = []
     for p, r in zip(points, results, strict=True):
-        row = {"key": p["key"], "workload": p["workload"], "seed": p["seed"],
-               "trials": p["trials"]}
+        row = {"key": p["key"], "hardware": p["hardware"], "workload": p["workload"],
+               "inputs": p["inputs"], "seed": p["seed"], "trials": p["trials"]}
         row.update({k: p["overrides"].get(k) for k in paths})
         t = r["totals"]
         row.update({k: t[k] for k in TOTALS})
@@ -292,7 +288,7 @@ def sweep_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]
                 row[name] = math.nan if value is None else value
         row["result_json"] = p["result_json"]
         rows.append(row)
-    columns = ["key", "workload", "seed", "trials", *paths, *TOTALS,
+    columns = ["key", "hardware", "workload", "inputs", "seed", "trials", *paths, *TOTALS,
                *(f"energy_{c}_pj" for c in components),
                *(f"{m}{s}" for m in metrics for s in ("", "_std", "_ci95_lo", "_ci95_hi")),
                "result_json"]
@@ -377,7 +373,7 @@ def plan_points(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLi
             hw = load_hardware(hardware, point)
         except HardwareError as e:  # each value is valid alone, not together
             raise SweepError(f"--grid point {_canonical(point)}: {e}") from None
-        settings.append((point, hashlib.sha256(hw.model_dump_json().encode()).hexdigest()))
+        settings.append((point, hardware_sha256(hw)))
     inputs_sha = None if inputs is None else _sha256_file(str(inputs), "inputs", InputError)
     points, keys = [], set()
     for workload in workloads:

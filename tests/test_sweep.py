@@ -274,12 +274,14 @@ def test_load_sweep_is_one_row_per_point_with_the_results_figures(uninterrupted)
     metrics = list(digits.corruption["metrics"])
     assert "accuracy" in metrics and "snr_db" in metrics
     assert list(df.columns) == [
-        "key", "workload", "seed", "trials", VOLTAGE, *TOTALS,
+        "key", "hardware", "workload", "inputs", "seed", "trials", VOLTAGE, *TOTALS,
         *(f"energy_{c}_pj" for c in components),
         *(f"{m}{s}" for m in metrics for s in ("", "_std", "_ci95_lo", "_ci95_hi")),
         "result_json"]
     assert sorted(df[VOLTAGE].unique()) == [0.74, 0.76, 0.78, 0.8]
     assert sorted(df["workload"]) == sorted([str(INT8)] * 4 + [str(CSV)] * 4)
+    assert set(df["hardware"]) == {str(EDGE)}
+    assert df["inputs"].nunique() == 1 and str(df["inputs"].iloc[0]).endswith(".npz")
     for row in df.to_dict("records"):
         result = results[row["key"]]
         assert Result.from_json(row["result_json"]) == result
