@@ -1,6 +1,7 @@
 """Whole-network timing: wall time, peak memory and simulated cycles per second.
 
     python benchmarks/bench_timing.py [--repeat 5] [--cases resnet18-scalesim32-ws ...] [--json]
+    python benchmarks/bench_timing.py --ab REV [--repeat 11] [--cases ...]
 
 Each case runs in a fresh subprocess (so its peak memory, ru_maxrss, is its own): it loads the
 hardware and the workload, then times `repeat` runs of plan (mapping.plan) and simulate
@@ -9,16 +10,23 @@ reports medians. "wall" is load + plan + simulate + report, as accelsim.simulate
 numerics (timing only). The budget case also times the
 command `accelsim run HW WORKLOAD --timing-only --json` end to end, imports included.
 The pytest-benchmark form is test_timing_throughput.py.
+
+--ab REV compares the timing model (accelsim/sim) as it is with the one at git revision REV in
+one process: for each case, `repeat` rounds that each time both on the same mapping, in
+alternating order (so drifting load hits both alike); it prints the median times and the median
+of the per-round ratios old / new, and fails if the two give different timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +56,7 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "alexnet-tpu256": ("tpu_like_256x256_ws.yaml", "alexnet.csv", {}),
     "resnet18-binary": ("binary_lowvolt.yaml", "resnet18.csv", {}),
     "resnet18-int8-onnx-edge16": ("edge_int8_16x16.yaml", "resnet18_int8_qdq.onnx", {}),
+    "resnet18-int8-onnx-eyeriss12x14": ("eyeriss_like_12x14.yaml", "resnet18_int8_qdq.onnx", {}),
 }
 BUDGET_CASE = "resnet18-scalesim32-ws"
 
@@ -136,12 +145,62 @@ def cli_wall(name: str, repeat: int) -> tuple[float, float]:
     return statistics.median(r["wall_s"] for r in runs), max(r["peak_rss_mib"] for r in runs)
 
 
+def timing_model_at(rev: str):
+    """simulate_timing as it was at git revision `rev`: that revision's accelsim/sim files,
+    imported as a package of their own beside the current accelsim."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True,
+                              text=True).stdout
+
+    package = "accelsim_sim_" + git("rev-parse", "--short", rev).strip()
+    root = Path(tempfile.mkdtemp(prefix="bench_timing_"))
+    (root / package).mkdir()
+    for path in git("ls-tree", "--name-only", rev, "accelsim/sim/").split():
+        text = git("show", f"{rev}:{path}").replace("accelsim.sim", package)
+        (root / package / Path(path).name).write_text(text)
+    sys.path.insert(0, str(root))
+    return importlib.import_module(package).simulate_timing
+
+
+def compare(rev: str, cases: list[str], repeat: int) -> None:
+    """Print old (at rev) / new timing-model figures per case; raise if the timings differ."""
+    import accelsim
+    from accelsim.mapping import plan
+    from accelsim.sim import simulate_timing as new
+
+    old = timing_model_at(rev)
+    print(f"{'case':28} {'steps':>7} {'old s':>7} {'new s':>7} {'old/new':>8} "
+          f"{'(min..max)':>12}")
+    for name in cases:
+        hw_file, wl_file, overrides = CASES[name]
+        mapping = plan(accelsim.load_hardware(HW / hw_file, overrides),
+                       accelsim.load_workload(WL / wl_file))
+        times: dict = {old: [], new: []}
+        results = {}
+        for r in range(repeat):
+            for model in (old, new) if r % 2 == 0 else (new, old):
+                t0 = time.perf_counter()
+                timing = model(mapping)
+                times[model].append(time.perf_counter() - t0)
+                results[model] = [(lt.name, lt.start_cycle, lt.cycles, lt.compute_cycles,
+                                   dict(lt.stall_cycles), lt.dram_read_bytes,
+                                   lt.dram_write_bytes) for lt in timing.layers], timing.cycles
+        if results[old] != results[new]:
+            raise SystemExit(f"{name}: the timing at {rev} and the current one differ")
+        ratios = [a / b for a, b in zip(times[old], times[new], strict=True)]
+        steps = sum(len(lm.steps) for lm in mapping.layers)
+        print(f"{name:28} {steps:7d} {statistics.median(times[old]):7.3f} "
+              f"{statistics.median(times[new]):7.3f} {statistics.median(ratios):7.2f}x "
+              f"({min(ratios):.2f}..{max(ratios):.2f})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--json", action="store_true", help="print the figures as JSON lines")
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end command timing")
+    ap.add_argument("--ab", metavar="REV", help="compare the timing model with the one at REV")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--cli-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -150,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child:
         print(json.dumps(measure(args.child, args.repeat)))
+        return 0
+    if args.ab:
+        compare(args.ab, args.cases, args.repeat)
         return 0
     rows = []
     for name in args.cases:
