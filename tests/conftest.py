@@ -22,6 +22,32 @@ def digits_test_set():
     return x_test, y_test
 
 
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory, digits_test_set) -> Path:
+    """An --input file: the first 40 test digits named after the int8 CNN's input, with labels."""
+    import numpy as np
+
+    x, y = digits_test_set
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, input=x[:40], labels=y[:40])
+    return path
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """Imports of matplotlib fail, as on an install without the `plots` extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def refuse(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)
+
+
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     """A user error: exit status 2 and one line on stderr naming what is wrong, no traceback."""
     assert code == 2

@@ -3,7 +3,6 @@ on a terminal, the plots of --out, an example in every --help."""
 
 from __future__ import annotations
 
-import builtins
 import fcntl
 import io
 import os
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import termios
 
-import numpy as np
 import pytest
 from conftest import ROOT
 from rich.console import Console
@@ -28,14 +26,6 @@ RESNET = ROOT / "workloads" / "resnet18_int8_qdq.onnx"
 ALEXNET = ROOT / "workloads" / "alexnet.csv"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ACCELSIM = [sys.executable, "-c", "import sys; from accelsim.cli import main; sys.exit(main())"]
-
-
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory, digits_test_set):
-    x, y = digits_test_set
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, input=x[:40], labels=y[:40])
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -157,15 +147,7 @@ def test_out_writes_the_plots(faulty, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_out_without_matplotlib_says_how_to_get_plots(tmp_path, capsys, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_out_without_matplotlib_says_how_to_get_plots(tmp_path, capsys, no_matplotlib):
     out = tmp_path / "out"
     assert main(["run", str(EDGE), str(INT8), "--out", str(out), "--timing-only"]) == 0
     _, err = capsys.readouterr()

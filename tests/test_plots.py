@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -180,14 +178,6 @@ def test_figures_save_as_png(results, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_without_matplotlib_the_error_says_what_to_install(results, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_without_matplotlib_the_error_says_what_to_install(results, no_matplotlib):
     with pytest.raises(ImportError, match=r"pip install 'accelsim\[plots\]'"):
         plots.cycles(results["int8", 0.9])

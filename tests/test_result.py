@@ -21,14 +21,6 @@ ALEXNET = ROOT / "workloads" / "alexnet.csv"
 SCHEMA_FILE = ROOT / "docs" / "result.schema.json"
 
 
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory, digits_test_set):
-    x, y = digits_test_set
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, input=x[:40], labels=y[:40])
-    return path
-
-
 def run_json(capsys, argv: list[str]) -> str:
     assert main(["run", *argv, "--json"]) == 0
     return capsys.readouterr().out

@@ -46,14 +46,6 @@ GRID_SPEC = f"{VOLTAGE}=0.74:0.80:0.02"  # 4 values, x 2 workloads = 8 points
 
 
 @pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory, digits_test_set) -> Path:
-    x, y = digits_test_set
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, input=x[:40], labels=y[:40])
-    return path
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, digits_npz) -> SimpleNamespace:
     """The reference: the test sweep run at once in the local process pool."""
     db = tmp_path_factory.mktemp("reference") / "reference.sqlite"
