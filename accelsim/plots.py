@@ -3,11 +3,14 @@ voltage -> energy and corruption trade-off). Needs the `plots` extra (matplotlib
 
 Every function returns a matplotlib Figure built without pyplot: nothing is shown and no global
 figure is kept, so it works under any backend (Agg on a server); save it with
-`fig.savefig(path)` or let a notebook display it.
+`fig.savefig(path)`. A notebook shows it as a PNG when it is a cell's value (`_repr_png_`),
+with or without `%matplotlib inline`.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +39,22 @@ def _figure(width: float, height: float, panels: int = 1) -> tuple[Figure, list[
     except ImportError:
         raise ImportError("accelsim.plots needs matplotlib: pip install 'accelsim[plots]'") \
             from None
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = _notebook_figure(Figure)(figsize=(width, height), layout="constrained")
     return fig, list(fig.subplots(1, panels, squeeze=False)[0])
+
+
+@functools.cache
+def _notebook_figure(base: type) -> type:
+    """matplotlib's Figure that Jupyter displays by itself: without pyplot no backend registers
+    a display for it, so a cell ending in a plot would print only `<Figure size ...>`."""
+
+    class NotebookFigure(base):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png")
+            return buf.getvalue()
+
+    return NotebookFigure
 
 
 def _colours(n: int) -> list:

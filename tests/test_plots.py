@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import matplotlib
+import io
+
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -181,3 +183,14 @@ def test_figures_save_as_png(results, tmp_path):
 def test_without_matplotlib_the_error_says_what_to_install(results, no_matplotlib):
     with pytest.raises(ImportError, match=r"pip install 'accelsim\[plots\]'"):
         plots.cycles(results["int8", 0.9])
+
+
+def test_a_figure_shows_itself_in_a_notebook(results):
+    """Jupyter displays a cell's value through _repr_png_: the figure's own PNG."""
+    fig = plots.cycles(results["int8", 0.9])
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    shown, saved = (matplotlib.image.imread(io.BytesIO(b)) for b in (png, buf.getvalue()))
+    assert shown.shape == saved.shape and shown.shape[1] > 500
