@@ -13,8 +13,9 @@ The pytest-benchmark form is test_timing_throughput.py.
 
 --ab REV compares the timing model (accelsim/sim) as it is with the one at git revision REV in
 one process: for each case, `repeat` rounds that each time both on the same mapping, in
-alternating order (so drifting load hits both alike); it prints the median times and the median
-of the per-round ratios old / new, and fails if the two give different timings.
+alternating order (so drifting load hits both alike), in CPU time of this process (other
+engineers' processes share the 2 cores); it prints the median times and the median of the
+per-round ratios old / new, and fails if the two give different timings.
 """
 
 from __future__ import annotations
@@ -179,9 +180,9 @@ def compare(rev: str, cases: list[str], repeat: int) -> None:
         results = {}
         for r in range(repeat):
             for model in (old, new) if r % 2 == 0 else (new, old):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 timing = model(mapping)
-                times[model].append(time.perf_counter() - t0)
+                times[model].append(time.process_time() - t0)
                 results[model] = [(lt.name, lt.start_cycle, lt.cycles, lt.compute_cycles,
                                    dict(lt.stall_cycles), lt.dram_read_bytes,
                                    lt.dram_write_bytes) for lt in timing.layers], timing.cycles

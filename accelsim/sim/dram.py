@@ -44,7 +44,7 @@ def link_occupancy(link: Interconnect, nbytes: int) -> int:
     return -(-nbytes * 8 // link.width_bits)
 
 
-@dataclass
+@dataclass(slots=True)
 class TransferRecord:
     """When a transfer was issued, got the channel, finished moving and arrived (cycles)."""
 
@@ -69,23 +69,32 @@ class MemoryPath:
         self.free_at = 0
         self.ratio = bandwidth_ratio(dram)
         self.latency = dram.latency_cycles + link.latency_cycles * link.hops
+        self._paces: dict[int, tuple[int, str]] = {}  # nbytes -> pace (a network has few sizes)
+
+    def pace(self, nbytes: int) -> tuple[int, str]:
+        """Cycles a transfer of nbytes holds the path, and which of DRAM and link sets that."""
+        known = self._paces.get(nbytes)
+        if known is None:
+            busy_dram = dram_occupancy(self.dram, nbytes, self.ratio)
+            busy_link = link_occupancy(self.link, nbytes)
+            known = self._paces[nbytes] = (
+                max(busy_dram, busy_link),
+                "dram_bandwidth" if busy_dram >= busy_link else "interconnect")
+        return known
 
     def issue(self, nbytes: int) -> TransferRecord:
         """Queue a transfer now; returns its timeline."""
         now = self.env.now
-        busy_dram = dram_occupancy(self.dram, nbytes, self.ratio)
-        busy_link = link_occupancy(self.link, nbytes)
-        rec = TransferRecord(nbytes, issued=now)
-        rec.bottleneck = "dram_bandwidth" if busy_dram >= busy_link else "interconnect"
-        busy = max(busy_dram, busy_link)
-        rec.started = max(now, self.free_at) if busy else now
-        rec.moved = rec.started + busy
+        busy, bottleneck = self.pace(nbytes)
         if busy:
-            self.free_at = rec.moved
-        rec.arrived = rec.moved + self.latency
-        return rec
+            started = max(now, self.free_at)
+            self.free_at = moved = started + busy
+        else:
+            started = moved = now
+        return TransferRecord(nbytes, now, started, moved, moved + self.latency, bottleneck)
 
     def arrival(self, records: list[TransferRecord]) -> simpy.Event:
         """An event that fires when the last of `records` has arrived."""
-        last = max((r.arrived for r in records), default=self.env.now)
-        return self.env.timeout(last - self.env.now)
+        now = self.env.now
+        last = max([r.arrived for r in records], default=now)
+        return self.env.timeout(last - now)

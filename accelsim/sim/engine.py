@@ -16,7 +16,7 @@ whichever of DRAM and interconnect set that transfer's pace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import simpy
 
@@ -52,15 +52,30 @@ class Timing:
     cycles: int
 
 
+class _StepPlan(NamedTuple):
+    """A step as the three processes need it, worked out once before the run."""
+
+    layer: LayerTiming
+    load_depth: int  # slots of the loads' buffers: how far the loader may run ahead (0: no loads)
+    loads: tuple[int, ...]  # bytes of each load but the ifmap's, issued first
+    ifmap_loads: tuple[int, ...]  # bytes of each ifmap load, issued once `gate` is written
+    gate: int | None  # the earlier layer this step's ifmap loads wait for (a layer's first step)
+    stores: tuple[int, ...]
+    store_buffer: str | None
+    busy: int  # compute plus bank-conflict cycles
+    last_of_layer: bool
+
+
 class _Machine:
     def __init__(self, mapping: Mapping):
         hw = mapping.hardware
         self.env = env = simpy.Environment()
         self.memory = MemoryPath(env, hw.dram, hw.interconnect)
-        self.steps = steps = list(mapping.steps)
         self.layers = [LayerTiming(lm.index, lm.name) for lm in mapping.layers]
         self.slot = {name: (2 if b.double_buffered else 1) for name, b in hw.buffers.items()}
-        n = len(steps)
+        self.last_step_of: dict[int, int] = {}
+        self.plans = self._plan(mapping)
+        n = len(self.plans)
         self.loaded = [env.event() for _ in range(n)]
         self.computed = [env.event() for _ in range(n)]
         self.stored = [env.event() for _ in range(n)]
@@ -70,78 +85,95 @@ class _Machine:
         self.gate_records: dict[int, list[TransferRecord]] = {}
         self.store_records: list[list[TransferRecord]] = [[] for _ in range(n)]
         self.layer_written = {lm.index: env.event() for lm in mapping.layers}
-        self.reads_earlier = {lm.index: lm.reads_earlier_layers for lm in mapping.layers}
-        self.last_step_of = {}
-        for s, step in enumerate(steps):
-            self.last_step_of[step.layer] = s
-        self.position = {lm.index: k for k, lm in enumerate(mapping.layers)}
         self.dram_latency = hw.dram.latency_cycles
 
-    def _issue(self, transfers, records: list[TransferRecord]) -> None:
-        records.extend(self.memory.issue(t.nbytes) for t in transfers)
+    def _plan(self, mapping: Mapping) -> list[_StepPlan]:
+        """Each step's plan; also the layers' compute cycles, bank stalls and DRAM bytes, which
+        do not depend on when things happen."""
+        plans = []
+        for k, (lm, layer) in enumerate(zip(mapping.layers, self.layers, strict=True)):
+            earlier = self.layers[k - 1].index if lm.reads_earlier_layers and k > 0 else None
+            for j, step in enumerate(lm.steps):
+                self.last_step_of[lm.index] = len(plans)
+                loads = step.loads
+                plans.append(_StepPlan(
+                    layer=layer,
+                    load_depth=min((self.slot[t.buffer] for t in loads), default=0),
+                    loads=tuple(t.nbytes for t in loads if t.role != "ifmap"),
+                    ifmap_loads=tuple(t.nbytes for t in loads if t.role == "ifmap"),
+                    gate=earlier if j == 0 and loads else None,
+                    stores=tuple(t.nbytes for t in step.stores),
+                    store_buffer=step.stores[0].buffer if step.stores else None,
+                    busy=step.compute_cycles + step.bank_stall_cycles,
+                    last_of_layer=False,
+                ))
+                layer.compute_cycles += step.compute_cycles
+                layer.stall_cycles["bank_conflict"] += step.bank_stall_cycles
+                layer.dram_read_bytes += sum(t.nbytes for t in loads)
+                layer.dram_write_bytes += sum(t.nbytes for t in step.stores)
+        for s in self.last_step_of.values():
+            plans[s] = plans[s]._replace(last_of_layer=True)
+        return plans
+
+    def _issue(self, sizes: tuple[int, ...], records: list[TransferRecord]) -> None:
+        issue = self.memory.issue
+        for nbytes in sizes:
+            records.append(issue(nbytes))
 
     def loader(self):
-        steps = self.steps
-        for s, step in enumerate(steps):
-            first_step_of_layer = s == 0 or steps[s - 1].layer != step.layer
-            if not step.loads:
-                self.loaded[s].succeed()
+        computed, loaded = self.computed, self.loaded
+        for s, plan in enumerate(self.plans):
+            if not plan.load_depth:
+                loaded[s].succeed()
                 continue
-            depth = min(self.slot[t.buffer] for t in step.loads)
-            if s >= depth:
-                yield self.computed[s - depth]
+            if s >= plan.load_depth:
+                yield computed[s - plan.load_depth]
             records = self.load_records[s]
-            self._issue([t for t in step.loads if t.role != "ifmap"], records)
-            if first_step_of_layer and self.reads_earlier[step.layer]:
-                k = self.position[step.layer]
-                if k > 0:
-                    earlier = self.layers[k - 1].index
-                    yield self.layer_written[earlier]
-                    self.gate_records[s] = self.store_records[self.last_step_of[earlier]]
-            self._issue([t for t in step.loads if t.role == "ifmap"], records)
-            self._fire_at(self.memory.arrival(records), self.loaded[s])
+            self._issue(plan.loads, records)
+            if plan.gate is not None:
+                yield self.layer_written[plan.gate]
+                self.gate_records[s] = self.store_records[self.last_step_of[plan.gate]]
+            self._issue(plan.ifmap_loads, records)
+            self._fire_at(self.memory.arrival(records), loaded[s])
 
     @staticmethod
     def _fire_at(timeout: simpy.Event, event: simpy.Event) -> None:
         timeout.callbacks.append(lambda _: event.succeed())
 
     def array(self):
-        env, steps = self.env, self.steps
+        env, charge = self.env, self._charge
         storing: dict[str, list[int]] = {}  # buffer -> the steps that stored from it, in order
-        for s, step in enumerate(steps):
-            layer = self.layers[self.position[step.layer]]
+        for s, plan in enumerate(self.plans):
             ready = env.now
             yield self.loaded[s]
-            self._charge(layer, ready, env.now, self.load_records[s], self.gate_records.get(s))
-            if step.stores:
+            if env.now > ready:
+                charge(plan.layer, ready, env.now, self.load_records[s], self.gate_records.get(s))
+            if plan.store_buffer is not None:
                 # The slot this step's outputs go to is the one the depth-th storing step before
                 # it wrote (steps without stores leave the slots as they were).
-                buffer = step.stores[0].buffer
-                before = storing.setdefault(buffer, [])
-                depth = self.slot[buffer]
+                before = storing.setdefault(plan.store_buffer, [])
+                depth = self.slot[plan.store_buffer]
                 if len(before) >= depth:
                     k = before[-depth]
                     ready = env.now
                     yield self.stored[k]
-                    self._charge(layer, ready, env.now, self.store_records[k])
+                    if env.now > ready:
+                        charge(plan.layer, ready, env.now, self.store_records[k])
                 before.append(s)
-            busy = step.compute_cycles + step.bank_stall_cycles
-            layer.compute_cycles += step.compute_cycles
-            layer.stall_cycles["bank_conflict"] += step.bank_stall_cycles
-            if busy:
-                yield env.timeout(busy)
+            if plan.busy:
+                yield env.timeout(plan.busy)
             self.compute_end[s] = env.now
             self.computed[s].succeed()
 
     def writer(self):
-        steps = self.steps
-        for s, step in enumerate(steps):
+        for s, plan in enumerate(self.plans):
             yield self.computed[s]
-            self._issue(step.stores, self.store_records[s])
-            done = self.memory.arrival(self.store_records[s])
+            records = self.store_records[s]
+            self._issue(plan.stores, records)
+            done = self.memory.arrival(records)
             self._fire_at(done, self.stored[s])
-            if self.last_step_of[step.layer] == s:
-                self._fire_at(done, self.layer_written[step.layer])
+            if plan.last_of_layer:
+                self._fire_at(done, self.layer_written[plan.layer.index])
 
     def _charge(self, layer: LayerTiming, start: int, end: int, records, gate=None) -> None:
         """Charge the wait [start, end) to the cause of the last transfer to arrive; the part
@@ -152,7 +184,10 @@ class _Machine:
         if not records:
             layer.stall_cycles["dram_bandwidth"] += end - start
             return
-        rec = max(records, key=lambda r: r.arrived)
+        rec = records[0]
+        for r in records:
+            if r.arrived > rec.arrived:
+                rec = r
         if gate and rec.issued > start:
             cut = min(end, rec.issued)
             self._charge(layer, start, cut, gate)
@@ -187,10 +222,6 @@ class _Machine:
             layer.start_cycle = prev_end
             layer.cycles = end - prev_end
             prev_end = end
-        for step in self.steps:
-            layer = self.layers[self.position[step.layer]]
-            layer.dram_read_bytes += sum(t.nbytes for t in step.loads)
-            layer.dram_write_bytes += sum(t.nbytes for t in step.stores)
         return Timing(self.layers, total)
 
 
