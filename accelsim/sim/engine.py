@@ -78,7 +78,8 @@ class _Machine:
         n = len(self.plans)
         self.loaded = [env.event() for _ in range(n)]
         self.computed = [env.event() for _ in range(n)]
-        self.stored = [env.event() for _ in range(n)]
+        # only storing steps' outputs are waited for (by the array, to reuse their slot)
+        self.stored = {s: env.event() for s, plan in enumerate(self.plans) if plan.stores}
         self.compute_end = [0] * n
         self.load_records: list[list[TransferRecord]] = [[] for _ in range(n)]
         # the stores a step's ifmap loads waited for (the earlier layer's outputs), by step
@@ -168,10 +169,13 @@ class _Machine:
     def writer(self):
         for s, plan in enumerate(self.plans):
             yield self.computed[s]
+            if not (plan.stores or plan.last_of_layer):
+                continue  # nothing to write, and no one waits for it
             records = self.store_records[s]
             self._issue(plan.stores, records)
             done = self.memory.arrival(records)
-            self._fire_at(done, self.stored[s])
+            if plan.stores:
+                self._fire_at(done, self.stored[s])
             if plan.last_of_layer:
                 self._fire_at(done, self.layer_written[plan.layer.index])
 
