@@ -15,6 +15,9 @@ whichever of DRAM and interconnect set that transfer's pace.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -229,6 +232,21 @@ class _Machine:
         return Timing(self.layers, total)
 
 
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector. A run allocates events and records per step that
+    all live until it ends, so the collector's full passes (over them and the whole mapping)
+    find nothing to free yet cost a quarter of the run on ResNet-18."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def simulate_timing(mapping: Mapping) -> Timing:
     """Cycles, compute cycles and stalls by cause of every layer of a mapping."""
-    return _Machine(mapping).run()
+    with _without_cycle_collection():
+        return _Machine(mapping).run()
