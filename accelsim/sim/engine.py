@@ -16,7 +16,7 @@ whichever of DRAM and interconnect set that transfer's pace.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -60,10 +60,10 @@ class _StepPlan(NamedTuple):
 
     layer: LayerTiming
     load_depth: int  # slots of the loads' buffers: how far the loader may run ahead (0: no loads)
-    loads: tuple[int, ...]  # bytes of each load but the ifmap's, issued first
-    ifmap_loads: tuple[int, ...]  # bytes of each ifmap load, issued once `gate` is written
+    loads: list[int]  # bytes of each load but the ifmap's, issued first
+    ifmap_loads: list[int]  # bytes of each ifmap load, issued once `gate` is written
     gate: int | None  # the earlier layer this step's ifmap loads wait for (a layer's first step)
-    stores: tuple[int, ...]
+    stores: list[int]
     store_buffer: str | None
     busy: int  # compute plus bank-conflict cycles
     last_of_layer: bool
@@ -84,42 +84,42 @@ class _Machine:
         # only storing steps' outputs are waited for (by the array, to reuse their slot)
         self.stored = {s: env.event() for s, plan in enumerate(self.plans) if plan.stores}
         self.compute_end = [0] * n
-        self.load_records: list[list[TransferRecord]] = [[] for _ in range(n)]
+        # each step's transfers, as the loader and the writer issue them
+        self.load_records: list[Sequence[TransferRecord]] = [()] * n
+        self.store_records: list[Sequence[TransferRecord]] = [()] * n
         # the stores a step's ifmap loads waited for (the earlier layer's outputs), by step
-        self.gate_records: dict[int, list[TransferRecord]] = {}
-        self.store_records: list[list[TransferRecord]] = [[] for _ in range(n)]
+        self.gate_records: dict[int, Sequence[TransferRecord]] = {}
         self.layer_written = {lm.index: env.event() for lm in mapping.layers}
         self.dram_latency = hw.dram.latency_cycles
 
     def _plan(self, mapping: Mapping) -> list[_StepPlan]:
         """Each step's plan; also the layers' compute cycles, bank stalls and DRAM bytes, which
         do not depend on when things happen."""
-        plans = []
+        plans: list[_StepPlan] = []
+        slot = self.slot
         for k, (lm, layer) in enumerate(zip(mapping.layers, self.layers, strict=True)):
             earlier = self.layers[k - 1].index if lm.reads_earlier_layers and k > 0 else None
+            last = len(lm.steps) - 1
             for j, step in enumerate(lm.steps):
-                self.last_step_of[lm.index] = len(plans)
-                loads = step.loads
+                loads, stores = step.loads, step.stores
+                depth, first, ifmap = 0, [], []
+                for t in loads:
+                    (ifmap if t.role == "ifmap" else first).append(t.nbytes)
+                    depth = min(depth, slot[t.buffer]) if depth else slot[t.buffer]
+                    layer.dram_read_bytes += t.nbytes
+                for t in stores:
+                    layer.dram_write_bytes += t.nbytes
                 plans.append(_StepPlan(
-                    layer=layer,
-                    load_depth=min((self.slot[t.buffer] for t in loads), default=0),
-                    loads=tuple(t.nbytes for t in loads if t.role != "ifmap"),
-                    ifmap_loads=tuple(t.nbytes for t in loads if t.role == "ifmap"),
-                    gate=earlier if j == 0 and loads else None,
-                    stores=tuple(t.nbytes for t in step.stores),
-                    store_buffer=step.stores[0].buffer if step.stores else None,
-                    busy=step.compute_cycles + step.bank_stall_cycles,
-                    last_of_layer=False,
-                ))
+                    layer, depth, first, ifmap, earlier if j == 0 and loads else None,
+                    [t.nbytes for t in stores], stores[0].buffer if stores else None,
+                    step.compute_cycles + step.bank_stall_cycles, j == last))
                 layer.compute_cycles += step.compute_cycles
                 layer.stall_cycles["bank_conflict"] += step.bank_stall_cycles
-                layer.dram_read_bytes += sum(t.nbytes for t in loads)
-                layer.dram_write_bytes += sum(t.nbytes for t in step.stores)
-        for s in self.last_step_of.values():
-            plans[s] = plans[s]._replace(last_of_layer=True)
+            if lm.steps:
+                self.last_step_of[lm.index] = len(plans) - 1
         return plans
 
-    def _issue(self, sizes: tuple[int, ...], records: list[TransferRecord]) -> None:
+    def _issue(self, sizes: list[int], records: list[TransferRecord]) -> None:
         issue = self.memory.issue
         for nbytes in sizes:
             records.append(issue(nbytes))
@@ -132,7 +132,7 @@ class _Machine:
                 continue
             if s >= plan.load_depth:
                 yield computed[s - plan.load_depth]
-            records = self.load_records[s]
+            self.load_records[s] = records = []
             self._issue(plan.loads, records)
             if plan.gate is not None:
                 yield self.layer_written[plan.gate]
@@ -174,7 +174,7 @@ class _Machine:
             yield self.computed[s]
             if not (plan.stores or plan.last_of_layer):
                 continue  # nothing to write, and no one waits for it
-            records = self.store_records[s]
+            self.store_records[s] = records = []
             self._issue(plan.stores, records)
             done = self.memory.arrival(records)
             if plan.stores:
