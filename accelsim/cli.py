@@ -47,9 +47,9 @@ def layer_rows(graph) -> list[dict]:
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
     for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
 def cmd_info(args) -> int:
