@@ -61,7 +61,8 @@ class MemoryPath:
 
     The channel serves transfers first come, first served, so when a transfer is issued its
     whole timeline is known: it starts when the channel frees, holds it for its occupancy and
-    arrives a latency later. The engine waits on one simpy timeout per transfer.
+    arrives a latency later. The engine waits on one simpy timeout per group of transfers
+    (a step's loads, its stores).
     """
 
     def __init__(self, env: simpy.Environment, dram: DRAM, link: Interconnect):
