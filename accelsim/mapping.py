@@ -31,6 +31,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from accelsim.errors import HardwareError, UnsupportedError
+from accelsim.gcpause import without_cycle_collection
 from accelsim.hardware import PRECISION_BITS, ROLES, Hardware
 from accelsim.sim import sram
 from accelsim.workload.ir import COMPUTE_OPS, Graph, Node, macs
@@ -662,6 +663,11 @@ def layers_of(graph: Graph) -> list[tuple[str, list[Node]]]:
 
 def plan(hw: Hardware, graph: Graph) -> Mapping:
     """Map every layer of `graph` onto `hw`."""
+    with without_cycle_collection():
+        return _plan(hw, graph)
+
+
+def _plan(hw: Hardware, graph: Graph) -> Mapping:
     bufs = _Buffers(hw)
     layers = []
     for name, nodes in layers_of(graph):

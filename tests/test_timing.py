@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gc
 import itertools
 import json
 import math
@@ -627,6 +628,7 @@ def test_fold_that_does_not_fit_is_a_hardware_error(files):
                                 {"buffers.weights.size_kib": 0.25})
     with pytest.raises(HardwareError, match="big_layer"):
         simulate(hw, topo)
+    assert gc.isenabled()  # the collector paused for planning is back, also after an error
 
 
 @settings(max_examples=max(1, EXAMPLES * 2 // 3), deadline=None)

@@ -15,14 +15,13 @@ whichever of DRAM and interconnect set that transfer's pace.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import simpy
 
+from accelsim.gcpause import without_cycle_collection
 from accelsim.sim.dram import MemoryPath, TransferRecord
 
 if TYPE_CHECKING:
@@ -232,21 +231,7 @@ class _Machine:
         return Timing(self.layers, total)
 
 
-@contextmanager
-def _without_cycle_collection() -> Iterator[None]:
-    """Pause the cyclic garbage collector. A run allocates events and records per step that
-    all live until it ends, so the collector's full passes (over them and the whole mapping)
-    find nothing to free yet cost a quarter of the run on ResNet-18."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def simulate_timing(mapping: Mapping) -> Timing:
     """Cycles, compute cycles and stalls by cause of every layer of a mapping."""
-    with _without_cycle_collection():
+    with without_cycle_collection():
         return _Machine(mapping).run()
