@@ -23,6 +23,15 @@ def digits_test_set():
 
 
 @pytest.fixture(scope="session")
+def resnet18_onnx(tmp_path_factory) -> Path:
+    """workloads/resnet18_int8_qdq.onnx as `python workloads/build.py resnet18` makes it (12 MB,
+    so not in git): built once per test session."""
+    import resnet18
+
+    return resnet18.build(tmp_path_factory.mktemp("resnet18"))
+
+
+@pytest.fixture(scope="session")
 def digits_npz(tmp_path_factory, digits_test_set) -> Path:
     """An --input file: the first 40 test digits named after the int8 CNN's input, with labels."""
     import numpy as np

@@ -22,7 +22,6 @@ from accelsim.cli import EXAMPLES, _short, main, parser, print_run
 
 EDGE = ROOT / "hwconfigs" / "edge_int8_16x16.yaml"
 INT8 = ROOT / "workloads" / "digits_cnn_int8_qdq.onnx"
-RESNET = ROOT / "workloads" / "resnet18_int8_qdq.onnx"
 ALEXNET = ROOT / "workloads" / "alexnet.csv"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ACCELSIM = [sys.executable, "-c", "import sys; from accelsim.cli import main; sys.exit(main())"]
@@ -111,10 +110,10 @@ def run_on_pty(argv: list[str], columns: int = 120) -> tuple[int, str]:
     return proc.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_progress_on_a_terminal():
+def test_progress_on_a_terminal(resnet18_onnx):
     """ResNet-18 timed only spends seconds in mapping and timing: the bar shows (the rich
     bar's heavy line after a phase's name) with the table on a terminal."""
-    code, text = run_on_pty(["run", EDGE, RESNET, "--timing-only"])
+    code, text = run_on_pty(["run", EDGE, resnet18_onnx, "--timing-only"])
     assert code == 0, text
     assert re.search(r"(mapping|timing) .*━", text), text[:2000]
     plain = ANSI.sub("", text)

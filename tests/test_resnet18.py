@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import resnet18  # workloads/, put on sys.path by conftest
 
 from accelsim.execute import execute
 from accelsim.workload import load_workload
 
 
-@pytest.fixture(scope="session")
-def resnet18_path(tmp_path_factory):
-    return resnet18.build(tmp_path_factory.mktemp("resnet18"))
-
-
-def test_resnet18_logits_identical(resnet18_path):
+def test_resnet18_logits_identical(resnet18_onnx):
     x = np.random.default_rng(2024).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    session = ort.InferenceSession(str(resnet18_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(resnet18_onnx), providers=["CPUExecutionProvider"])
     ref = session.run(None, {resnet18.INPUT: x})[0]
-    graph = load_workload(resnet18_path)
+    graph = load_workload(resnet18_onnx)
     got = execute(graph, {resnet18.INPUT: x})[graph.outputs[0]]
     assert got.dtype == ref.dtype and got.shape == ref.shape
     assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {ref.size} logits differ"
