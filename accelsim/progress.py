@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator
 
 Update = Callable[..., None]  # update(done: int, total: int | None, what: str | None = None)
 
+SHOW_AFTER_S = 1.0
+"""How long work runs before its bar appears (the tests set it to 0 so as not to race the clock)."""
+
 
 def no_progress(done: int, total: int | None = None, what: str | None = None) -> None:
     """The update of a progress bar that is not shown."""
@@ -97,14 +100,15 @@ class _Bar:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, enabled: bool = True,
-                 delay_s: float = 1.0, transient: bool = False) -> Iterator[Update]:
+                 delay_s: float | None = None, transient: bool = False) -> Iterator[Update]:
     """A progress bar on stderr for work of `total` steps (None: not counted), shown once the
-    work has run for delay_s and only on a terminal; yields update(done, total, what).
+    work has run for delay_s (default SHOW_AFTER_S) and only on a terminal; yields
+    update(done, total, what).
     transient: the bar is erased when the work ends (a run's phases; its table follows)."""
     if not enabled or not sys.stderr.isatty():
         yield no_progress
         return
-    bar = _Bar(description, total, delay_s, transient)
+    bar = _Bar(description, total, SHOW_AFTER_S if delay_s is None else delay_s, transient)
     bar._timer.start()
     try:
         yield bar.update
