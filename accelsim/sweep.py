@@ -48,13 +48,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import accelsim
 from accelsim.errors import AccelsimError, HardwareError, InputError, SweepError, WorkloadError
-from accelsim.hardware import load_hardware, parse_override
+from accelsim.execute import check_inputs
+from accelsim.hardware import Hardware, load_hardware, parse_override
 from accelsim.progress import progress_bar
 from accelsim.result import Result, write_atomic
 from accelsim.simulate import hardware_sha256, run_inputs, simulate
 from accelsim.workload import load_workload
+from accelsim.workload.ir import Graph
 
 APPLICATION = "accelsim-sweep"
 STORE_FORMAT = 1
@@ -391,14 +395,33 @@ def plan_points(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLi
     return points
 
 
+def _point_inputs(hw: Hardware, graph: Graph, inputs: str | None, seed: int
+                  ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    """run_inputs, checked against the graph: one --input file serves workloads with different
+    input names, so each takes the arrays named after its own inputs."""
+    arrays, labels = run_inputs(hw, graph, inputs, seed)
+    if arrays is None:
+        return None, None
+    return check_inputs(graph, {n: a for n, a in arrays.items() if n in graph.inputs}), labels
+
+
+def check_workloads(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike],
+                    overrides: Mapping[str, Any] | None = None,
+                    inputs: str | os.PathLike | None = None, seed: int = 0) -> None:
+    """Load every workload and its inputs once in the parent, so a bad network or --input file
+    is one error before any point runs or anything is written."""
+    hw = load_hardware(hardware, overrides)
+    for workload in workloads:
+        _point_inputs(hw, load_workload(workload, seed=seed),
+                      None if inputs is None else str(inputs), seed)
+
+
 def run_point(point: Mapping[str, Any]) -> str:
     """One point's Result JSON: what `accelsim run` computes for it (in a worker process or on
     a Dask worker; the point is plain data, its paths absolute)."""
     hw = load_hardware(point["hardware"], point["overrides"])
     graph = load_workload(point["workload"], seed=point["seed"])
-    inputs, labels = run_inputs(hw, graph, point["inputs"], point["seed"])
-    if inputs is not None:  # one --input file serves workloads with different input names
-        inputs = {name: array for name, array in inputs.items() if name in graph.inputs}
+    inputs, labels = _point_inputs(hw, graph, point["inputs"], point["seed"])
     result = simulate(hw, graph, inputs, seed=point["seed"], trials=point["trials"],
                       labels=labels)
     return result.to_json(indent=None)
@@ -478,31 +501,55 @@ def run_sweep(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike
               inputs: str | os.PathLike | None = None, seed: int = 0, trials: int = 1,
               workers: int | None = None, scheduler: str | None = None,
               progress: bool = True) -> SweepSummary:
-    """Run the points of `grid` x `workloads` not yet in the store `db` (created if missing),
-    committing each as it finishes: in `workers` local processes (default: the CPU count), or
-    on the Dask cluster whose scheduler is at `scheduler`. On Ctrl-C the workers are stopped
-    and what was committed stays; rerun to go on."""
+    """Run the points of `grid` x `workloads` not yet in the store `db`, committing each as it
+    finishes: in `workers` local processes (default: the CPU count), or on the Dask cluster
+    whose scheduler is at `scheduler`. The store is created with the first finished point, so a
+    sweep that fails before one (a bad network, an unreachable scheduler) leaves no file. On
+    Ctrl-C the workers are stopped and what was committed stays; rerun to go on."""
     points = plan_points(hardware, workloads, grid, overrides, inputs, seed, trials)
     if workers is None:
         workers = os.cpu_count() or 1
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
-    with Store(db, writable=True) as store:
-        stored = store.keys()
-        todo = [p for p in points if p["key"] not in stored]
-        by_key = {p["key"]: p for p in todo}
-        summary = SweepSummary(0, len(points) - len(todo), len(points), str(db))
-        if not todo:
-            return summary
-        results = (_run_dask(todo, scheduler) if scheduler
-                   else _run_local(todo, min(workers, len(todo))))
-        try:
-            with contextlib.closing(results), progress_bar(
-                    "sweep points", len(todo), enabled=progress) as update:
-                for done, (key, result_json) in enumerate(results, 1):
-                    summary.ran += store.add(by_key[key], result_json)
-                    update(done, len(todo))
-        except KeyboardInterrupt:
-            print(f"accelsim: interrupted: {summary}; rerun to go on", file=sys.stderr)
-            raise
+    stored = set()
+    if Path(db).exists():  # a foreign or corrupt file is refused here, before any work
+        with Store(db) as existing:
+            stored = existing.keys()
+    todo = [p for p in points if p["key"] not in stored]
+    summary = SweepSummary(0, len(points) - len(todo), len(points), str(db))
+    if not todo:
+        return summary
+    check_workloads(hardware, workloads, overrides, inputs, seed)
+    _check_creatable(Path(db))
+    by_key = {p["key"]: p for p in todo}
+    results = (_run_dask(todo, scheduler) if scheduler
+               else _run_local(todo, min(workers, len(todo))))
+    store = None
+    try:
+        with contextlib.closing(results), progress_bar(
+                "sweep points", len(todo), enabled=progress) as update:
+            for done, (key, result_json) in enumerate(results, 1):
+                if store is None:
+                    store = Store(db, writable=True)
+                summary.ran += store.add(by_key[key], result_json)
+                update(done, len(todo))
+    except KeyboardInterrupt:
+        print(f"accelsim: interrupted: {summary}; rerun to go on", file=sys.stderr)
+        raise
+    finally:
+        if store is not None:
+            store.close()
     return summary
+
+
+def _check_creatable(db: Path) -> None:
+    """A store that will be created needs a folder it can be written in: said before the
+    points run, not after the first."""
+    if db.exists():
+        return
+    folder = db.parent
+    if not folder.is_dir():
+        raise SweepError(f"{db}: cannot create the sweep store (no folder {folder})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SweepError(f"{db}: cannot create the sweep store (folder {folder} is not "
+                         f"writable)")

@@ -230,14 +230,35 @@ def test_a_dask_cluster_gives_the_process_pools_results(uninterrupted, tmp_path)
     assert stored(db) == reference
 
 
-def test_a_failing_point_stops_the_sweep_with_its_error(tmp_path, capsys):
-    npz = tmp_path / "wrong.npz"
-    np.savez(npz, image=np.zeros((2, 1, 8, 8), np.float32))
+def test_a_failing_point_stops_the_sweep_with_its_error_and_keeps_the_finished(tmp_path, capsys):
+    """The int8 network cannot run on an int4-only array: found by that point's worker, after
+    the point before it was stored."""
     db = tmp_path / "results.sqlite"
-    code = main(["sweep", str(EDGE), str(INT8), "--grid", f"{VOLTAGE}=0.8,0.9", "--input",
-                 str(npz), "--workers", "1", "--db", str(db)])
-    assert_one_line_error(code, capsys.readouterr().err, str(INT8), "missing input(s) input")
-    assert stored(db) == {}
+    code = main(["sweep", str(EDGE), str(INT8), "--grid", "pe_array.precisions=[int8],[int4]",
+                 "--workers", "1", "--db", str(db)])
+    assert_one_line_error(code, capsys.readouterr().err, "[int4] cannot run layer conv1")
+    (point,) = stored(db)
+    assert Result.from_json(stored(db)[point]).totals.cycles > 0
+
+
+@pytest.mark.parametrize("bad", ["input", "workload", "folder"])
+def test_what_fails_before_any_point_leaves_no_store(bad, tmp_path, capsys):
+    """A wrong --input file, an unreadable second network or a --db in no folder is one line
+    before any point runs, and no store file is made."""
+    npz, workload, db = tmp_path / "in.npz", tmp_path / "net.onnx", tmp_path / "results.sqlite"
+    np.savez(npz, image=np.zeros((2, 1, 8, 8), np.float32))
+    workload.write_bytes(b"not onnx")
+    argv = ["--grid", f"{VOLTAGE}=0.8,0.9", "--workers", "1"]
+    argv, needle = {
+        "input": (["sweep", str(EDGE), str(INT8), *argv, "--input", str(npz), "--db", str(db)],
+                  "missing input(s) input"),
+        "workload": (["sweep", str(EDGE), str(INT8), str(workload), *argv, "--db", str(db)],
+                     str(workload)),
+        "folder": (["sweep", str(EDGE), str(INT8), *argv, "--db",
+                    str(tmp_path / "no" / "r.sqlite")], "no folder"),
+    }[bad]
+    assert_one_line_error(main(argv), capsys.readouterr().err, needle)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["in.npz", "net.onnx"]
 
 
 def test_rerunning_on_a_store_adds_to_it(uninterrupted, tmp_path):
