@@ -311,8 +311,7 @@ def cmd_run(args) -> int:
         inputs, labels = run_inputs(hw, graph, args.input, args.seed, args.timing_only)
         result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
                           progress=progress)
-    written, note = write_outputs(result, args.out, hw.dram.bandwidth_bytes_per_cycle) \
-        if args.out else ([], None)
+    written, note = write_outputs(result, args.out) if args.out else ([], None)
     if note:
         print(note, file=sys.stderr)
     if args.json:
@@ -332,8 +331,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def write_outputs(result, out: str, dram_bytes_per_cycle: float | None = None
-                  ) -> tuple[list[str], str | None]:
+def write_outputs(result, out: str) -> tuple[list[str], str | None]:
     """DIR/result.json, DIR/layers.csv and, with matplotlib, energy.png, cycles.png and
     utilisation.png (accelsim.plots). All are made in memory first, then each written to a
     temporary file in DIR and renamed: an error leaves no half-written file. Returns the paths
@@ -344,7 +342,7 @@ def write_outputs(result, out: str, dram_bytes_per_cycle: float | None = None
                                      "layers.csv": result.to_csv()}
     note = None
     try:
-        files.update(_figures(result, dram_bytes_per_cycle))
+        files.update(_figures(result))
     except ImportError:
         note = "accelsim: no plots written: they need matplotlib (pip install 'accelsim[plots]')"
     try:
@@ -356,14 +354,14 @@ def write_outputs(result, out: str, dram_bytes_per_cycle: float | None = None
     return [os.path.join(out, name) for name in files], note
 
 
-def _figures(result, dram_bytes_per_cycle: float | None) -> dict[str, bytes]:
+def _figures(result) -> dict[str, bytes]:
     """run --out's plots as PNG bytes; ImportError without matplotlib."""
     import io
 
     from accelsim import plots
 
     figures = {"energy.png": plots.energy_breakdown(result), "cycles.png": plots.cycles(result),
-               "utilisation.png": plots.utilisation(result, dram_bytes_per_cycle)}
+               "utilisation.png": plots.utilisation(result)}
     out = {}
     for name, fig in figures.items():
         buf = io.BytesIO()

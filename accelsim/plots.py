@@ -132,17 +132,18 @@ def cycles(result: Result) -> Figure:
     return fig
 
 
-def utilisation(result: Result, dram_bytes_per_cycle: float | None = None) -> Figure:
+def utilisation(result: Result) -> Figure:
     """PE-array layers (vector-unit layers do no MACs): utilisation per layer, and a roofline:
-    achieved MACs per cycle against MACs per DRAM byte, under the array's peak (rows x cols) and,
-    when dram_bytes_per_cycle is given (hw.dram.bandwidth_bytes_per_cycle; the Result does not
-    record it), the DRAM bandwidth roof. Layers that move no DRAM bytes have no place on it."""
+    achieved MACs per cycle against MACs per DRAM byte, under the array's peak (rows x cols) and
+    the DRAM bandwidth roof (a Result of schema 3 does not record the bandwidth: no DRAM roof).
+    Layers that move no DRAM bytes have no place on it."""
     import numpy as np
 
     layers = [r for r in result.layers if r.kind == "compute"]
     names = [r.name for r in layers]
     h = result.hardware
     peak = h["rows"] * h["cols"]
+    dram_bytes_per_cycle = h.get("dram_bytes_per_cycle")
     fig, (bars, roof) = _figure(_width(len(names)) + 5.0, 4.8, panels=2)
     bars.bar(range(len(names)), [100 * r.utilisation for r in layers], color=_colours(1)[0],
              width=0.8)

@@ -23,7 +23,8 @@ from typing import Any, NotRequired
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-SCHEMA_VERSION = 3  # 2: energy; 3: toggles, corruption
+SCHEMA_VERSION = 4  # 2: energy; 3: toggles, corruption; 4: hardware.dram_bytes_per_cycle
+READS_SCHEMA_VERSIONS = (3, 4)  # each newer version only adds fields, so older Results load
 
 
 class HardwareInfo(TypedDict):
@@ -36,6 +37,8 @@ class HardwareInfo(TypedDict):
     cols: int
     dataflow: str
     sha256: str
+    # Since schema 4 (the roofline's DRAM roof); null: unlimited bandwidth.
+    dram_bytes_per_cycle: NotRequired[float | None]
 
 
 class WorkloadInfo(TypedDict):
@@ -182,9 +185,9 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"Result schema_version {data.get('schema_version')} is not "
-                             f"{SCHEMA_VERSION}")
+        if data.get("schema_version") not in READS_SCHEMA_VERSIONS:
+            raise ValueError(f"Result schema_version {data.get('schema_version')}: this "
+                             f"accelsim reads {', '.join(map(str, READS_SCHEMA_VERSIONS))}")
         fields = dict(data)
         fields["totals"] = Totals(**data["totals"])
         fields["layers"] = [LayerRecord(**r) for r in data["layers"]]

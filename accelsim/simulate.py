@@ -110,6 +110,7 @@ def gather(mapping: Mapping, timing: Timing, energy: EnergyReport, seed: int = 0
             "name": hw.name, "clock_mhz": hw.clock_mhz, "rows": pe.rows, "cols": pe.cols,
             "dataflow": pe.dataflow,
             "sha256": hardware_sha256(hw),
+            "dram_bytes_per_cycle": hw.dram.bandwidth_bytes_per_cycle,
         },
         workload={"name": graph.name, "source": graph.source,
                   "sha256": _sha256_of_file(graph.source) if graph.source else None},

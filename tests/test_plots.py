@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import matplotlib.image
@@ -97,8 +98,8 @@ def test_cycles_bars_are_compute_and_stalls_by_cause(results):
 
 def test_utilisation_bars_and_roofline(results):
     r = results["int8", 0.9]
-    bw = 12.8
-    fig = plots.utilisation(r, dram_bytes_per_cycle=bw)
+    bw = r.hardware["dram_bytes_per_cycle"]
+    fig = plots.utilisation(r)
     bars, roof = fig.axes
     compute = [layer for layer in r.layers if layer.kind == "compute"]
     assert [t.get_text() for t in bars.get_xticklabels()] == [layer.name for layer in compute]
@@ -117,9 +118,12 @@ def test_utilisation_bars_and_roofline(results):
     # every layer sits under both roofs
     for x, y in expected:
         assert y <= min(peak, bw * x) + 1e-9
-    # without the bandwidth, only the peak
-    assert [line.get_label() for line in plots.utilisation(r).axes[1].lines] == [
-        f"peak {peak} MACs/cycle"]
+    # unlimited bandwidth (or a schema-3 Result, which does not record it): only the peak
+    for hardware in ({**r.hardware, "dram_bytes_per_cycle": None},
+                     {k: v for k, v in r.hardware.items() if k != "dram_bytes_per_cycle"}):
+        unlimited = dataclasses.replace(r, hardware=hardware)
+        assert [line.get_label() for line in plots.utilisation(unlimited).axes[1].lines] == [
+            f"peak {peak} MACs/cycle"]
 
 
 def test_voltage_tradeoff_lines_and_bands_are_the_columns(points):
@@ -174,7 +178,7 @@ def test_groups_with_two_points_at_one_voltage_are_refused(points):
 
 def test_figures_save_as_png(results, tmp_path):
     r = results["int8", 0.76]
-    for fig in (plots.energy_breakdown(r), plots.cycles(r), plots.utilisation(r, 12.8)):
+    for fig in (plots.energy_breakdown(r), plots.cycles(r), plots.utilisation(r)):
         path = tmp_path / "f.png"
         fig.savefig(path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 
 from accelsim.cli import main, parser
-from accelsim.result import Result, json_schema, write_atomic
+from accelsim.hardware import load_hardware
+from accelsim.result import SCHEMA_VERSION, Result, json_schema, write_atomic
 
 EDGE = ROOT / "hwconfigs" / "edge_int8_16x16.yaml"
 INT8 = ROOT / "workloads" / "digits_cnn_int8_qdq.onnx"
@@ -70,6 +71,24 @@ def test_run_json_validates_and_round_trips(case, runs, published_schema, capsys
         assert r.corruption is None and r.not_modelled == ["corruption"]
     else:
         assert r.corruption["trials"] == (2 if "--trials" in runs[case] else 1)
+
+
+def test_an_older_schema_still_loads_and_round_trips(runs, capsys):
+    """Schema 4 only added hardware.dram_bytes_per_cycle: a schema-3 Result (a sweep store
+    from before) loads, writes back byte for byte and keeps its version; one from the future,
+    or from before 3, is refused."""
+    data = json.loads(run_json(capsys, [str(EDGE), str(INT8), "--timing-only"]))
+    assert data["schema_version"] == SCHEMA_VERSION == 4
+    bandwidth = load_hardware(EDGE).dram.bandwidth_bytes_per_cycle
+    assert data["hardware"]["dram_bytes_per_cycle"] == bandwidth is not None
+    hardware = {k: v for k, v in data["hardware"].items() if k != "dram_bytes_per_cycle"}
+    old = json.dumps({**data, "schema_version": 3, "hardware": hardware}, indent=2)
+    r = Result.from_json(old)
+    assert r.schema_version == 3 and "dram_bytes_per_cycle" not in r.hardware
+    assert r.to_json() == old
+    for version in (2, 5):
+        with pytest.raises(ValueError, match="reads 3, 4"):
+            Result.from_json(json.dumps({**data, "schema_version": version}))
 
 
 def test_schema_rejects_what_from_json_would_not_take(runs, published_schema, capsys):

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 from accelsim.cli import main
 from accelsim.hardware import load_hardware
-from accelsim.result import Result
+from accelsim.result import SCHEMA_VERSION, Result
 from accelsim.simulate import simulate
 from accelsim.workload import load_workload
 
@@ -62,7 +62,7 @@ def test_run_prints_and_writes_corruption(digits_npz, capsys):
     assert "corruption over 2 trial(s)" in out and "accuracy" in out
     assert main([*argv, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == SCHEMA_VERSION
     assert data["corruption"]["metrics"]["accuracy"]["n"] == 2
     assert data["corruption"]["metrics"]["bits_flipped"]["mean"] > 0
 
