@@ -133,6 +133,20 @@ class OnnxLowering:
     def ir(self, onnx_name: str) -> str:
         return self.alias.get(onnx_name, onnx_name)
 
+    def value(self, node: onnx.NodeProto, onnx_name: str) -> str:
+        """The IR tensor of an integer operand: a produced tensor, or an initializer (a quantized
+        constant operand of QLinearAdd, QLinearConcat, ...) as a constant tensor."""
+        name = self.ir(onnx_name)
+        if name in self.tensors:
+            return name
+        if onnx_name in self.consts:
+            etype = _ONNX_INT_TYPES.get(self.initializer_types[onnx_name])
+            if etype is None:
+                raise self.fail(node, f"constant {onnx_name} must be an integer tensor")
+            return self.const_tensor(onnx_name, self.consts[onnx_name].astype(etype.storage),
+                                     etype)
+        raise self.fail(node, f"input {onnx_name} is not produced by any node")
+
     def add_tensor(self, name: str, shape, etype: ElemType, quant=None, data=None) -> str:
         shape = tuple(int(d) for d in shape)
         if any(d < 0 or d > MAX_DIM for d in shape):
@@ -453,7 +467,7 @@ def qdq_matmul(low: OnnxLowering, i: int, node) -> None:
 @handles("QLinearConv")
 def qlinear_conv(low: OnnxLowering, i: int, node) -> None:
     inp = list(node.input) + [""] * (9 - len(node.input))
-    x = low.ir(inp[0])
+    x = low.value(node, inp[0])
     x_quant = low.qparams(node, inp[1], inp[2])
     w_data = low.const(node, inp[3], "weights")
     w_quant = low.qparams(node, inp[4], inp[5], 0)
@@ -476,8 +490,8 @@ def conv_integer(low: OnnxLowering, i: int, node) -> None:
     w_type = _ONNX_INT_TYPES[low.initializer_types[inp[1]]]
     w_quant = Quant(np.ones(1, np.float32),
                     np.zeros(1, np.int64) if w_zp is None else w_zp.astype(np.int64).reshape(-1))
-    emit_conv(low, node, low.ir(inp[0]), inp[1], w_data, w_type, w_quant, None, node.output[0],
-              0 if x_zp is None else int(np.asarray(x_zp).reshape(-1)[0]),
+    emit_conv(low, node, low.value(node, inp[0]), inp[1], w_data, w_type, w_quant, None,
+              node.output[0], 0 if x_zp is None else int(np.asarray(x_zp).reshape(-1)[0]),
               conv_attrs(low, node, w_data.shape))
 
 
@@ -490,7 +504,7 @@ def qlinear_matmul(low: OnnxLowering, i: int, node) -> None:
         raise low.fail(node, "only a 2-D constant B is supported")
     b_quant = low.qparams(node, inp[4], inp[5], 1)
     y_quant = low.qparams(node, inp[6], inp[7])
-    acc = emit_matmul(low, node, low.ir(inp[0]), inp[3], b_data, low.zp_type(node, inp[5]),
+    acc = emit_matmul(low, node, low.value(node, inp[0]), inp[3], b_data, low.zp_type(node, inp[5]),
                       b_quant, None, f"{node.output[0]}_acc", int(a_quant.zero_point[0]))
     m = requant_multiplier(a_quant.scale, b_quant.scale, y_quant.scale)
     emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[7]), -1)
@@ -507,8 +521,8 @@ def matmul_integer(low: OnnxLowering, i: int, node) -> None:
     b_type = _ONNX_INT_TYPES[low.initializer_types[inp[1]]]
     b_quant = Quant(np.ones(1, np.float32),
                     np.zeros(1, np.int64) if b_zp is None else b_zp.astype(np.int64).reshape(-1))
-    emit_matmul(low, node, low.ir(inp[0]), inp[1], b_data, b_type, b_quant, None, node.output[0],
-                0 if a_zp is None else int(np.asarray(a_zp).reshape(-1)[0]))
+    emit_matmul(low, node, low.value(node, inp[0]), inp[1], b_data, b_type, b_quant, None,
+                node.output[0], 0 if a_zp is None else int(np.asarray(a_zp).reshape(-1)[0]))
 
 
 @handles("QGemm")
@@ -527,7 +541,7 @@ def qgemm(low: OnnxLowering, i: int, node) -> None:
     b_quant = low.qparams(node, inp[4], inp[5], 1)
     bias = low.opt_const(node, 6, "C")
     y_quant = low.qparams(node, inp[7], inp[8])
-    acc = emit_matmul(low, node, low.ir(inp[0]), b_name, b_data, low.zp_type(node, inp[5]),
+    acc = emit_matmul(low, node, low.value(node, inp[0]), b_name, b_data, low.zp_type(node, inp[5]),
                       b_quant, bias, f"{node.output[0]}_acc", int(a_quant.zero_point[0]))
     alpha = np.float32(a.get("alpha", 1.0))
     m = requant_multiplier(alpha * np.float32(a_quant.scale[0]), b_quant.scale, y_quant.scale)
@@ -550,7 +564,8 @@ def qlinear_binary(low: OnnxLowering, i: int, node) -> None:
     inp = list(node.input)
     qa, qb, qc = (low.qparams(node, inp[k], inp[k + 1]) for k in (1, 4, 6))
     c_type = low.zp_type(node, inp[7])
-    low.emit(node.op_type.removeprefix("QLinear"), node.name, [low.ir(inp[0]), low.ir(inp[3])],
+    low.emit(node.op_type.removeprefix("QLinear"), node.name,
+             [low.value(node, inp[0]), low.value(node, inp[3])],
              node.output[0], c_type, qc, **binary_attrs(low, node, qa, qb, qc, c_type))
 
 
@@ -607,7 +622,7 @@ def qlinear_pool(low: OnnxLowering, i: int, node) -> None:
         raise low.fail(node, "channels_last=1 is not supported")
     inp = list(node.input) + [""] * (5 - len(node.input))
     POOLS[node.op_type.removeprefix("QLinear")](
-        low, node, low.ir(inp[0]), low.qparams(node, inp[1], inp[2]),
+        low, node, low.value(node, inp[0]), low.qparams(node, inp[1], inp[2]),
         low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]), node.output[0])
 
 
@@ -630,7 +645,7 @@ def qlinear_concat(low: OnnxLowering, i: int, node) -> None:
     y_quant = low.qparams(node, inp[0], inp[1])
     xs, quants = [], []
     for k in range(2, len(inp), 3):
-        xs.append(low.ir(inp[k]))
+        xs.append(low.value(node, inp[k]))
         quants.append(low.qparams(node, inp[k + 1], inp[k + 2]))
     low.emit("Concat", node.name, xs, node.output[0], low.zp_type(node, inp[1]), y_quant,
              **concat_attrs(attrs_of(node)["axis"], quants, y_quant))
@@ -693,9 +708,7 @@ def layout(low: OnnxLowering, i: int, node) -> None:
     src = node.input[0]
     d = low.dq.get(src)
     if d is None:
-        x = low.ir(src)
-        if x not in low.tensors:
-            raise low.fail(node, f"input {src} is not produced by any node")
+        x = low.value(node, src)
         t = low.tensors[x]
         if t.type.kind == "float":
             raise low.fail(node, "runs on float data; quantize its input")
