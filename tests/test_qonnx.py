@@ -362,3 +362,23 @@ def test_unsupported_names_node_and_need(case, match):
             inits["b"] = 0
     with pytest.raises(UnsupportedError, match=match):
         lower_qonnx(make_model(nodes, inits, shape, shape), "m.onnx")
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("binary", [False, True])
+def test_linear_weights_transposed_after_their_quantizer(per_channel, binary):
+    """Brevitas exports a Linear layer without bias as Quant(W[out, in]) -> Transpose -> MatMul
+    (qonnx's cleanup folds the Transpose; a raw export keeps it). The codes move with their
+    channel axis."""
+    rng = np.random.default_rng(3)
+    inits = {"xs": 2.0 ** -3, "z": 0.0, "b8": 8, "b4": 4, "one": 1.0,
+             "w": rng.normal(0, 1, (5, 6)),
+             "ws": 2.0 ** rng.integers(-5, -1, (5, 1) if per_channel else ())}
+    nodes = [quant_node("x", "xq", "xs", "z", "b8"),
+             bipolar_node("w", "wq", "ws") if binary else
+             quant_node("w", "wq", "ws", "z", "b4", narrow=1),
+             helper.make_node("Transpose", ["wq"], ["wt"], "wt", perm=[1, 0]),
+             helper.make_node("MatMul", ["xq", "wt"], ["y"], "fc")]
+    model = make_model(nodes, inits, [3, 6], [3, 5])
+    x = rng.normal(0, 4, (3, 6)).astype(np.float32)
+    assert_bit_identical(run_accelsim(model, x), run_qonnx(model, x)["y"])

@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from accelsim.errors import WorkloadError
+from accelsim.ops import REGISTRY
 from accelsim.ops.affine import ROUNDING, apply_steps, quantize
 from accelsim.ops.pool import has_empty_windows, window_counts
 from accelsim.workload.ir import BIPOLAR, FLOAT32, INT32, ElemType, Graph, Quant, int_type
@@ -587,6 +588,9 @@ def average_pool(low: QonnxLowering, node) -> None:
 @handles(*[op for op in LAYOUT_OPS if op != "MaxPool"])
 def layout(low: QonnxLowering, node) -> None:
     """On the integers; per-element parameters move with the data."""
+    if low.is_const(node.input[0]):
+        layout_const(low, node)
+        return
     c = low.chain(node, node.input[0])
     t = low.tensors[c.src]
     op, attrs = layout_attrs(low, node, t.shape)
@@ -609,6 +613,30 @@ def layout(low: QonnxLowering, node) -> None:
     low.chains[node.output[0]] = Chain(out, steps, keep)
     if keep is not None:
         low.tensors[out].quant = keep
+
+
+def layout_const(low: QonnxLowering, node) -> None:
+    """A constant moved (Brevitas exports a Linear layer's weights as Quant -> Transpose ->
+    MatMul): its integer codes move alike, and their channel axis with them."""
+    v = np.asarray(low.consts[node.input[0]])
+    op, attrs = layout_attrs(low, node, v.shape)
+
+    def move(a: np.ndarray) -> np.ndarray:
+        if op == "Transpose":
+            return np.ascontiguousarray(a.transpose(attrs["perm"]))
+        return a.reshape(REGISTRY[op].shape(attrs, a.shape)[0])
+
+    low.consts[node.output[0]] = move(v)
+    f = low.folded.get(node.input[0])
+    if f is None:
+        return
+    axis = f.quant.axis
+    if axis is not None and op == "Transpose":
+        axis = list(attrs["perm"]).index(axis)
+    elif axis is not None and op != "Identity":
+        return  # reshaped per-channel codes: no channel axis left to scale them by
+    low.folded[node.output[0]] = Folded(move(f.codes), f.etype,
+                                        Quant(f.quant.scale, f.quant.zero_point, axis))
 
 
 def lower_qonnx(model: onnx.ModelProto, source: str) -> Graph:
