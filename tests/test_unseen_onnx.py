@@ -45,3 +45,40 @@ def test_qlinear_concat_with_a_constant_input(tmp_path_factory):
     model = make_model([node], [vi("a", TensorProto.UINT8, a.shape)],
                        vi("y", TensorProto.UINT8, [None] * 4), inits, ms=True)
     assert_same(model, {"a": a}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("kernel, strides", [((3, 3), (1, 1)), ((2, 3), (2, 1)), ((4, 1), (3, 2))])
+def test_conv_auto_pad(auto_pad, kernel, strides, tmp_path_factory):
+    """auto_pad instead of pads (TensorFlow exports write it)."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, 3, 7, 6), dtype=np.uint8)
+    w = rng.integers(0, 256, (4, 3, *kernel), dtype=np.uint8)
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"],
+                            kernel_shape=list(kernel), strides=list(strides), auto_pad=auto_pad)
+    inits = [const("xs", np.float32(0.02)), const("xz", np.uint8(130)), const("w", w),
+             const("ws", np.float32(0.004)), const("wz", np.uint8(128)),
+             const("ys", np.float32(0.05)), const("yz", np.uint8(100))]
+    model = make_model([node], [vi("x", TensorProto.UINT8, x.shape)],
+                       vi("y", TensorProto.UINT8, [None] * 4), inits)
+    assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "QLinearAveragePool"])
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_pool_auto_pad(op, auto_pad, tmp_path_factory):
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (1, 2, 7, 8), dtype=np.uint8)
+    attrs = dict(kernel_shape=[3, 2], strides=[2, 2], auto_pad=auto_pad)
+    inits = [const("xs", np.float32(0.02)), const("xz", np.uint8(130)),
+             const("ys", np.float32(0.03)), const("yz", np.uint8(100))]
+    if op == "MaxPool":  # as quantize_static writes it: DQ -> MaxPool -> Q
+        nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+                 helper.make_node(op, ["xf"], ["yf"], **attrs),
+                 helper.make_node("QuantizeLinear", ["yf", "xs", "xz"], ["y"])]
+    else:
+        nodes = [helper.make_node(op, ["x", "xs", "xz", "ys", "yz"], ["y"],
+                                  domain="com.microsoft", **attrs)]
+    model = make_model(nodes, [vi("x", TensorProto.UINT8, x.shape)],
+                       vi("y", TensorProto.UINT8, [None] * 4), inits, ms=True)
+    assert_same(model, {"x": x}, tmp_path_factory)

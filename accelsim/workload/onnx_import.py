@@ -289,16 +289,35 @@ def attrs_of(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def conv_attrs(low: OnnxLowering, node, w_shape) -> dict:
+def explicit_pads(low: OnnxLowering, node, a: dict, in_hw, kernel) -> tuple[int, ...]:
+    """The 2-D pads (top, left, bottom, right), also those auto_pad stands for: VALID none;
+    SAME_UPPER / SAME_LOWER as many as make the output ceil(input / stride), the odd one at the
+    end / the start (the ONNX rule)."""
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto == "NOTSET":
+        return tuple(int(p) for p in a.get("pads", (0, 0, 0, 0)))
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    if auto not in ("SAME_UPPER", "SAME_LOWER") or in_hw is None:
+        raise low.fail(node, f"auto_pad {auto} is not supported; export with explicit pads")
+    head, tail = [], []
+    for n, k, s, d in zip(in_hw, kernel, a.get("strides", (1, 1)), a.get("dilations", (1, 1)),
+                          strict=True):
+        total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+        head.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+        tail.append(total - head[-1])
+    return (*head, *tail)
+
+
+def conv_attrs(low: OnnxLowering, node, w_shape, x_shape=None) -> dict:
+    """A 2-D Conv's attributes; auto_pad needs the input's shape `x_shape`."""
     a = attrs_of(node)
     if len(w_shape) != 4:
         raise low.fail(node, f"only 2-D convolutions are supported (weights {tuple(w_shape)})")
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise low.fail(node, "auto_pad is not supported; export with explicit pads")
-    pads = tuple(a.get("pads", (0, 0, 0, 0)))
     return dict(
         strides=tuple(a.get("strides", (1, 1))),
-        pads=(pads[0], pads[1], pads[2], pads[3]),
+        pads=explicit_pads(low, node, a, None if x_shape is None else x_shape[2:], w_shape[2:]),
         dilations=tuple(a.get("dilations", (1, 1))),
         group=int(a.get("group", 1)),
     )
@@ -439,7 +458,7 @@ def qdq_conv(low: OnnxLowering, i: int, node) -> None:
     q, y_quant, y_type = fused_output(low, i, node)
     acc = emit_conv(low, node, x.int_name, w.int_name, w_data, w_type, w_quant, bias,
                     f"{node.output[0]}_acc", int(x.quant.zero_point[0]),
-                    conv_attrs(low, node, w_data.shape))
+                    conv_attrs(low, node, w_data.shape, low.tensors[x.int_name].shape))
     m = requant_multiplier(x.quant.scale, w_quant.scale, y_quant.scale)
     emit_requantize(low, node, acc, q.output[0], m, y_quant, y_type, axis=1)
 
@@ -476,7 +495,7 @@ def qlinear_conv(low: OnnxLowering, i: int, node) -> None:
     w_type = low.zp_type(node, inp[5])
     acc = emit_conv(low, node, x, inp[3], w_data, w_type, w_quant, bias,
                     f"{node.output[0]}_acc", int(x_quant.zero_point[0]),
-                    conv_attrs(low, node, w_data.shape))
+                    conv_attrs(low, node, w_data.shape, low.tensors[x].shape))
     m = requant_multiplier(x_quant.scale, w_quant.scale, y_quant.scale)
     emit_requantize(low, node, acc, node.output[0], m, y_quant, low.zp_type(node, inp[7]), 1)
 
@@ -490,9 +509,10 @@ def conv_integer(low: OnnxLowering, i: int, node) -> None:
     w_type = _ONNX_INT_TYPES[low.initializer_types[inp[1]]]
     w_quant = Quant(np.ones(1, np.float32),
                     np.zeros(1, np.int64) if w_zp is None else w_zp.astype(np.int64).reshape(-1))
-    emit_conv(low, node, low.value(node, inp[0]), inp[1], w_data, w_type, w_quant, None,
+    x = low.value(node, inp[0])
+    emit_conv(low, node, x, inp[1], w_data, w_type, w_quant, None,
               node.output[0], 0 if x_zp is None else int(np.asarray(x_zp).reshape(-1)[0]),
-              conv_attrs(low, node, w_data.shape))
+              conv_attrs(low, node, w_data.shape, low.tensors[x].shape))
 
 
 @handles("QLinearMatMul")
@@ -594,13 +614,14 @@ def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type,
     uint8 for int8 QDQ graphs, see QLinearOp)."""
     a = attrs_of(node)
     shape = low.tensors[x].shape
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(shape) != 4:
-        raise low.fail(node, "only 2-D AveragePool with explicit pads is supported")
+    if len(shape) != 4:
+        raise low.fail(node, "only 2-D AveragePool is supported")
     if any(d != 1 for d in a.get("dilations", (1, 1))):
         raise low.fail(node, "dilations are not supported")
     if any(q.scale.size != 1 for q in (x_quant, y_quant)):
         raise low.fail(node, "per-channel quantization is not supported")
-    kernel, pads = tuple(a["kernel_shape"]), tuple(a.get("pads", (0, 0, 0, 0)))
+    kernel = tuple(a["kernel_shape"])
+    pads = explicit_pads(low, node, a, shape[2:], kernel)
     if kernel == tuple(shape[2:]) and not any(pads):
         emit_global_pool(low, node, x, x_quant, y_quant, y_type, out)
         return
@@ -663,11 +684,12 @@ def layout_attrs(low: OnnxLowering, node, shape) -> tuple[str, dict]:
     a = attrs_of(node)
     op = node.op_type
     if op == "MaxPool":
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(shape) != 4:
-            raise low.fail(node, "only 2-D MaxPool with explicit pads is supported")
+        if len(shape) != 4:
+            raise low.fail(node, "only 2-D MaxPool is supported")
         if len(node.output) > 1 and node.output[1]:
             raise low.fail(node, "the Indices output is not supported")
-        kernel, pads = tuple(a["kernel_shape"]), tuple(a.get("pads", (0, 0, 0, 0)))
+        kernel = tuple(a["kernel_shape"])
+        pads = explicit_pads(low, node, a, shape[2:], kernel)
         if any(p >= kernel[k % 2] for k, p in enumerate(pads)):
             raise low.fail(node, f"pads {pads} not smaller than the kernel {kernel} "
                                  "(onnxruntime rejects them too)")
