@@ -382,3 +382,22 @@ def test_linear_weights_transposed_after_their_quantizer(per_channel, binary):
     model = make_model(nodes, inits, [3, 6], [3, 5])
     x = rng.normal(0, 4, (3, 6)).astype(np.float32)
     assert_bit_identical(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
+@pytest.mark.parametrize("domain, version", [(DOMAIN, 2), ("onnx.brevitas", 1)])
+def test_trunc_version_is_its_own_domains(domain, version):
+    """qonnx runs a custom node at its own domain's opset version; a model may import several
+    QONNX domains at different versions (Trunc v1 has 5 inputs, v2 6)."""
+    inits = {"s": 2.0 ** -2, "zero": 0.0, "ib": 8, "ob": 6, "os": 1.0}
+    inputs = ["gap", "s", "zero", "ib"] + (["os", "ob"] if version == 2 else ["ob"])
+    nodes = [quant_node("x", "xq", "s", "zero", "ib"),
+             helper.make_node("GlobalAveragePool", ["xq"], ["gap"], "gap"),
+             helper.make_node("Trunc", inputs, ["y"], "trunc", domain=domain,
+                              rounding_mode="FLOOR")]
+    model = make_model(nodes, inits, [2, 3, 4, 4], [2, 3, 1, 1])
+    del model.opset_import[1:]
+    imports = [(DOMAIN, 2), ("onnx.brevitas", 1)]  # the other domain first
+    model.opset_import.extend([helper.make_opsetid(d, v) for d, v in
+                               (imports[::-1] if version == 2 else imports)])
+    x = np.random.default_rng(0).normal(0, 8, (2, 3, 4, 4)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])

@@ -41,7 +41,9 @@ from accelsim.workload.onnx_import import (
     same_quant,
 )
 
-QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
+# Old FINN domains qonnx's ModelWrapper renames to its own on load (so their opset is qonnx's).
+RENAMED_DOMAINS = {"finn": "qonnx.custom_op.general",
+                   "finn.custom_op.general": "qonnx.custom_op.general"}
 MONOTONE_KINDS = ("mul", "div")  # steps whose parameter's sign decides the direction
 
 
@@ -91,8 +93,7 @@ class QonnxLowering(OnnxLowering):
         super().__init__(model, source)
         self.chains: dict[str, Chain] = {}
         self.folded: dict[str, Folded] = {}
-        self.qonnx_opset = next((o.version for o in model.opset_import
-                                 if o.domain in QONNX_DOMAINS), 1)
+        self.opsets = {o.domain: o.version for o in model.opset_import}
 
     def lower(self) -> Graph:
         g = self.model.graph
@@ -116,6 +117,10 @@ class QonnxLowering(OnnxLowering):
             handler(self, node)
         outputs = [self.output(o.name) for o in g.output]
         return Graph(g.name or "qonnx", self.tensors, self.nodes, inputs, outputs, self.source)
+
+    def custom_opset(self, node) -> int:
+        """The version qonnx runs a custom node at: its domain's opset import, else 1."""
+        return self.opsets.get(RENAMED_DOMAINS.get(node.domain, node.domain), 1)
 
     # ----- values ----------------------------------------------------------------------------
     def chain(self, node, name: str) -> Chain:
@@ -344,7 +349,7 @@ def trunc(low: QonnxLowering, node) -> None:
     if np.any(zp != 0):
         raise low.fail(node, "non-zero zero point; accelsim needs Trunc with zero point 0")
     in_bits = low.scalar_int(node, node.input[3], "input bitwidth")
-    if low.qonnx_opset >= 2:
+    if low.custom_opset(node) >= 2:
         out_scale = trailing(low.scale_of(node, node.input[4]), nd)
         out_bits = low.scalar_int(node, node.input[5], "output bitwidth")
         divisor = np.float32(2) ** np.round(np.log2(out_scale / scale))
