@@ -401,3 +401,23 @@ def test_trunc_version_is_its_own_domains(domain, version):
                                (imports[::-1] if version == 2 else imports)])
     x = np.random.default_rng(0).normal(0, 8, (2, 3, 4, 4)).astype(np.float32)
     assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
+def test_brevitas_export_after_qonnx_cleanup(tmp_path):
+    """qonnx's cleanup moves Brevitas's nodes from onnx.brevitas to qonnx.custom_op.general
+    without importing that domain (qonnx runs them at version 1); such a file loads."""
+    from qonnx.util.cleanup import cleanup_model
+
+    rng = np.random.default_rng(5)
+    model, c = conv_model(rng, False, False, 4, 4, 1, 1, True, "relu_out")
+    for n in model.graph.node:
+        n.domain = n.domain and "onnx.brevitas"
+    model.opset_import[1].domain = "onnx.brevitas"
+    clean = cleanup_model(ModelWrapper(model)).model
+    assert "qonnx.custom_op.general" not in {o.domain for o in clean.opset_import}
+    onnx.save(clean, tmp_path / "clean.onnx")
+    graph = load_workload(tmp_path / "clean.onnx")
+    x = rng.normal(0, 1, (2, c, 6, 6)).astype(np.float32)
+    out = clean.graph.output[0].name
+    ref = execute_onnx(ModelWrapper(clean), {clean.graph.input[0].name: x})[out]
+    assert_same_values(execute(graph, {graph.inputs[0]: x})[out], ref)

@@ -76,6 +76,9 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
             raise WorkloadError(
                 f"{path}: initializer {init.name}: external file {location} missing"
             )
+    from accelsim.workload.qonnx_import import declare_domains  # QONNX: no import cycle
+
+    declare_domains(model)
     try:
         onnx.load_external_data_for_model(model, str(folder))
         onnx.checker.check_model(model)

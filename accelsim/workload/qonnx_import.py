@@ -47,6 +47,16 @@ RENAMED_DOMAINS = {"finn": "qonnx.custom_op.general",
 MONOTONE_KINDS = ("mul", "div")  # steps whose parameter's sign decides the direction
 
 
+def declare_domains(model: onnx.ModelProto) -> None:
+    """Import at version 1 a QONNX domain that nodes use but the model does not import: qonnx's
+    cleanup moves Brevitas's nodes from onnx.brevitas to qonnx.custom_op.general without
+    importing it, and qonnx runs such nodes at version 1 (ONNX's checker needs the import)."""
+    used = {n.domain for n in model.graph.node} - {o.domain for o in model.opset_import}
+    for domain in sorted(used & ({"qonnx.custom_op.general", "onnx.brevitas"} |
+                                 set(RENAMED_DOMAINS))):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+
+
 @dataclass(frozen=True)
 class Chain:
     """A float value: apply_steps(IR tensor `src`, steps). `quant` is set when the value is exactly
