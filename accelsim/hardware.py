@@ -89,7 +89,8 @@ class PEArray(_Strict):
     cols: PositiveInt = 16
     dataflow: Literal["os", "ws", "is"] = "ws"
     precisions: list[Precision] = Field(default_factory=lambda: ["int8"], min_length=1)
-    accumulator_bits: Annotated[int, Field(ge=2, le=64)] = 32
+    # The widths the kernels execute (MIN_BITS, MAX_BITS of accelsim/kernels/accumulator.py).
+    accumulator_bits: Annotated[int, Field(ge=8, le=62)] = 32
     accumulator_overflow: Literal["wrap", "saturate"] = "wrap"
 
     @model_validator(mode="after")
