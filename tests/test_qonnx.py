@@ -421,3 +421,20 @@ def test_brevitas_export_after_qonnx_cleanup(tmp_path):
     out = clean.graph.output[0].name
     ref = execute_onnx(ModelWrapper(clean), {clean.graph.input[0].name: x})[out]
     assert_same_values(execute(graph, {graph.inputs[0]: x})[out], ref)
+
+
+@pytest.mark.parametrize("zp, signed", [(0, 1), (-2, 1), (3, 0)])
+def test_relu_after_a_quantizer_keeps_the_value_quantized(zp, signed):
+    """QuantIdentity -> nn.ReLU -> QuantConv2d: the Relu runs on the integers (a clamp at the
+    zero point), so the Conv still has a quantized input (was rejected as not quantized)."""
+    rng = np.random.default_rng(7)
+    inits = {"xs": 2.0 ** -3, "z": float(zp), "zero": 0.0, "b8": 8, "b4": 4,
+             "w": rng.normal(0, 1, (3, 2, 3, 3)), "ws": 2.0 ** -4}
+    nodes = [quant_node("x", "xq", "xs", "z", "b8", signed=signed),
+             helper.make_node("Relu", ["xq"], ["r"], "relu"),
+             quant_node("w", "wq", "ws", "zero", "b4", narrow=1),
+             helper.make_node("Conv", ["r", "wq"], ["y"], "conv", kernel_shape=[3, 3])]
+    model = make_model(nodes, inits, [2, 2, 5, 5], [2, 3, 3, 3])
+    x = rng.normal(0, 4, (2, 2, 5, 5)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+    assert "Clip" in [n.op for n in lower_qonnx(model, "t").nodes]

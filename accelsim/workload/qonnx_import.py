@@ -524,7 +524,17 @@ def batch_norm(low: QonnxLowering, node) -> None:
 
 @handles("Relu")
 def relu(low: QonnxLowering, node) -> None:
-    extend(low, node, low.chain(node, node.input[0]), ("max", np.float32(0)))
+    """After a quantizer (a plain nn.ReLU behind a QuantIdentity): on the integers, as the value
+    stays on the grid: max(s * (q - zp), 0) = s * (max(q, zp) - zp). Elsewhere a float step."""
+    c = low.chain(node, node.input[0])
+    t = low.tensors[c.src]
+    if (c.quant is None or t.type.kind != "int" or c.quant.zero_point.size != 1
+            or not t.type.min <= c.quant.zero_point[0] <= t.type.max):
+        extend(low, node, c, ("max", np.float32(0)))
+        return
+    out = low.emit("Clip", node.name, [c.src], f"{node.output[0]}_int", t.type, t.quant,
+                   lo=int(c.quant.zero_point[0]), hi=t.type.max)
+    low.chains[node.output[0]] = Chain(out, c.steps, c.quant)
 
 
 @handles("Clip")
