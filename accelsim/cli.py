@@ -23,6 +23,9 @@ EXAMPLES = {
     "sweep": "accelsim sweep hwconfigs/edge_int8_16x16.yaml workloads/digits_cnn_int8_qdq.onnx "
              "--grid buffers.weights.voltage_v=0.70:0.95:0.05 --grid energy.model=table,toggles "
              "--trials 3 --db results.sqlite",
+    "sweep machines": "accelsim sweep hwconfigs/edge_int8_16x16.yaml "
+                      "hwconfigs/eyeriss_like_12x14.yaml workloads/digits_cnn_int8_qdq.onnx "
+                      "--grid buffers.weights.voltage_v=0.80,0.85,0.90 --db machines.sqlite",
     "sweep --export": "accelsim sweep --db results.sqlite --export points.csv",
 }
 
@@ -380,14 +383,27 @@ def cmd_sweep(args) -> int:
         rows = export_csv(args.db, args.export)
         print(f"wrote {rows} point(s) of {args.db} to {args.export}")
         return 0
-    if not args.workloads:
+    hardware, workloads = split_hardware([args.hardware, *args.workloads])
+    if not workloads:
         raise SweepError("sweep needs HW and at least one WORKLOAD (or --export CSV)")
-    summary = run_sweep(args.hardware, args.workloads, parse_grids(args.grid), args.db,
+    summary = run_sweep(hardware, workloads, parse_grids(args.grid), args.db,
                         overrides=dict(map(parse_override, args.set)), inputs=args.input,
                         seed=args.seed, trials=args.trials, workers=args.workers,
                         scheduler=args.scheduler)
     print(summary)
     return 0
+
+
+HARDWARE_SUFFIXES = (".yaml", ".yml", ".cfg")
+
+
+def split_hardware(files: list[str]) -> tuple[list[str], list[str]]:
+    """sweep's HW [HW ...] WORKLOAD [...]: the first file is hardware, and so is each one after
+    it that is YAML or a SCALE-Sim .cfg, up to the first workload."""
+    n = 1
+    while n < len(files) and files[n].lower().endswith(HARDWARE_SUFFIXES):
+        n += 1
+    return files[:n], files[n:]
 
 
 def cmd_validate(args) -> int:
@@ -452,7 +468,9 @@ def parser() -> argparse.ArgumentParser:
 
     w = add("sweep", "run a grid of hardware settings (and workloads) into a resumable SQLite "
                      "store, or export a store as CSV", cmd_sweep)
-    w.add_argument("hardware", nargs="?", help="hardware YAML or SCALE-Sim .cfg")
+    w.add_argument("hardware", nargs="?",
+                   help="hardware YAML or SCALE-Sim .cfg (several, before the workloads: each "
+                        "is swept)")
     w.add_argument("workloads", nargs="*", metavar="workload",
                    help="ONNX, QONNX or SCALE-Sim topology CSV (several: each is swept)")
     w.add_argument("--grid", action="append", default=[], metavar="PATH=START:STOP:STEP|a,b,c",

@@ -1,5 +1,6 @@
-"""Sweeps: a cartesian grid of hardware settings (and workloads), each point one simulation, run in
-local worker processes or on a Dask cluster and committed at once to an SQLite store.
+"""Sweeps: a cartesian grid of hardware settings (and hardware files and workloads), each point
+one simulation, run in local worker processes or on a Dask cluster and committed at once to an
+SQLite store.
 
 The store (`--db results.sqlite`) is one SQLite file: a `meta` table (application
 accelsim-sweep, store format 1) and a `points` table with one row per finished point, keyed by
@@ -348,22 +349,18 @@ def _sha256_file(path: str, what: str, error: type[AccelsimError]) -> str:
         raise error(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
 
 
-def plan_points(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike],
-                grid: Mapping[str, Sequence[Any]], overrides: Mapping[str, Any] | None = None,
-                inputs: str | os.PathLike | None = None, seed: int = 0,
-                trials: int = 1) -> list[dict[str, Any]]:
-    """The points of a sweep, each validated and keyed (module docstring), workloads outermost;
-    a point equal to an earlier one (same key) is left out. Raises SweepError naming the --grid
-    option of a value the hardware rejects (unknown path, wrong type)."""
-    overrides = dict(overrides or {})
-    if trials < 1:
-        raise SweepError(f"--trials must be at least 1, got {trials}")
+Paths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def _paths(hardware: Paths) -> list[str | os.PathLike]:
+    """One hardware file or several (a study comparing machines)."""
+    return [hardware] if isinstance(hardware, str | os.PathLike) else list(hardware)
+
+
+def _settings(hardware: str | os.PathLike, grid: Mapping[str, Sequence[Any]],
+              overrides: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """(overrides, validated hardware sha256) of each grid point on one hardware file."""
     load_hardware(hardware, overrides)  # a bad file or --set is reported as such
-    for path, values in grid.items():
-        if path in overrides:
-            raise SweepError(f"--grid {path}: also given with --set")
-        if not values:
-            raise SweepError(f"--grid {path}: no values")
     for path, values in grid.items():
         for value in values:
             try:
@@ -378,20 +375,42 @@ def plan_points(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLi
         except HardwareError as e:  # each value is valid alone, not together
             raise SweepError(f"--grid point {_canonical(point)}: {e}") from None
         settings.append((point, hardware_sha256(hw)))
+    return settings
+
+
+def plan_points(hardware: Paths, workloads: Sequence[str | os.PathLike],
+                grid: Mapping[str, Sequence[Any]], overrides: Mapping[str, Any] | None = None,
+                inputs: str | os.PathLike | None = None, seed: int = 0,
+                trials: int = 1) -> list[dict[str, Any]]:
+    """The points of a sweep, each validated and keyed (module docstring): hardware files
+    outermost, then workloads, then the grid; a point equal to an earlier one (same key) is
+    left out. Raises SweepError naming the --grid option of a value a hardware file rejects
+    (unknown path, wrong type)."""
+    overrides = dict(overrides or {})
+    if trials < 1:
+        raise SweepError(f"--trials must be at least 1, got {trials}")
+    for path, values in grid.items():
+        if path in overrides:
+            raise SweepError(f"--grid {path}: also given with --set")
+        if not values:
+            raise SweepError(f"--grid {path}: no values")
     inputs_sha = None if inputs is None else _sha256_file(str(inputs), "inputs", InputError)
+    workload_shas = [_sha256_file(str(w), "workload", WorkloadError) for w in workloads]
     points, keys = [], set()
-    for workload in workloads:
-        workload_sha = _sha256_file(str(workload), "workload", WorkloadError)
-        for point_overrides, hw_sha in settings:
-            key = hashlib.sha256(_canonical({
-                "hardware": hw_sha, "workload": workload_sha, "overrides": point_overrides,
-                "seed": seed, "trials": trials, "inputs": inputs_sha,
-                "accelsim": accelsim.__version__}).encode()).hexdigest()
-            if key not in keys:
-                keys.add(key)
-                points.append({"key": key, "hardware": str(hardware), "workload": str(workload),
-                               "inputs": None if inputs is None else str(inputs),
-                               "overrides": point_overrides, "seed": seed, "trials": trials})
+    for hw_path in _paths(hardware):
+        settings = _settings(hw_path, grid, overrides)
+        for workload, workload_sha in zip(workloads, workload_shas, strict=True):
+            for point_overrides, hw_sha in settings:
+                key = hashlib.sha256(_canonical({
+                    "hardware": hw_sha, "workload": workload_sha, "overrides": point_overrides,
+                    "seed": seed, "trials": trials, "inputs": inputs_sha,
+                    "accelsim": accelsim.__version__}).encode()).hexdigest()
+                if key not in keys:
+                    keys.add(key)
+                    points.append({
+                        "key": key, "hardware": str(hw_path), "workload": str(workload),
+                        "inputs": None if inputs is None else str(inputs),
+                        "overrides": point_overrides, "seed": seed, "trials": trials})
     return points
 
 
@@ -405,15 +424,16 @@ def _point_inputs(hw: Hardware, graph: Graph, inputs: str | None, seed: int
     return check_inputs(graph, {n: a for n, a in arrays.items() if n in graph.inputs}), labels
 
 
-def check_workloads(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike],
+def check_workloads(hardware: Paths, workloads: Sequence[str | os.PathLike],
                     overrides: Mapping[str, Any] | None = None,
                     inputs: str | os.PathLike | None = None, seed: int = 0) -> None:
     """Load every workload and its inputs once in the parent, so a bad network or --input file
     is one error before any point runs or anything is written."""
-    hw = load_hardware(hardware, overrides)
+    machines = [load_hardware(h, overrides) for h in _paths(hardware)]
     for workload in workloads:
-        _point_inputs(hw, load_workload(workload, seed=seed),
-                      None if inputs is None else str(inputs), seed)
+        graph = load_workload(workload, seed=seed)
+        for hw in machines:
+            _point_inputs(hw, graph, None if inputs is None else str(inputs), seed)
 
 
 def run_point(point: Mapping[str, Any]) -> str:
@@ -495,17 +515,18 @@ class SweepSummary:
                 f"{self.total} in the grid; store {self.db}")
 
 
-def run_sweep(hardware: str | os.PathLike, workloads: Sequence[str | os.PathLike],
+def run_sweep(hardware: Paths, workloads: Sequence[str | os.PathLike],
               grid: Mapping[str, Sequence[Any]], db: str | os.PathLike,
               overrides: Mapping[str, Any] | None = None,
               inputs: str | os.PathLike | None = None, seed: int = 0, trials: int = 1,
               workers: int | None = None, scheduler: str | None = None,
               progress: bool = True) -> SweepSummary:
-    """Run the points of `grid` x `workloads` not yet in the store `db`, committing each as it
-    finishes: in `workers` local processes (default: the CPU count), or on the Dask cluster
-    whose scheduler is at `scheduler`. The store is created with the first finished point, so a
-    sweep that fails before one (a bad network, an unreachable scheduler) leaves no file. On
-    Ctrl-C the workers are stopped and what was committed stays; rerun to go on."""
+    """Run the points of `hardware` (one file or several) x `workloads` x `grid` not yet in the
+    store `db`, committing each as it finishes: in `workers` local processes (default: the CPU
+    count), or on the Dask cluster whose scheduler is at `scheduler`. The store is created with
+    the first finished point, so a sweep that fails before one (a bad network, an unreachable
+    scheduler) leaves no file. On Ctrl-C the workers are stopped and what was committed stays;
+    rerun to go on."""
     points = plan_points(hardware, workloads, grid, overrides, inputs, seed, trials)
     if workers is None:
         workers = os.cpu_count() or 1

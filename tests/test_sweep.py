@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accelsim import load_sweep
-from accelsim.cli import main
+from accelsim.cli import main, split_hardware
 from accelsim.hardware import load_hardware
 from accelsim.result import Result
 from accelsim.sweep import (
@@ -39,6 +39,7 @@ from accelsim.sweep import (
 )
 
 EDGE = ROOT / "hwconfigs" / "edge_int8_16x16.yaml"
+EYERISS = ROOT / "hwconfigs" / "eyeriss_like_12x14.yaml"
 INT8 = ROOT / "workloads" / "digits_cnn_int8_qdq.onnx"
 CSV = ROOT / "workloads" / "gemm_mnk_test.csv"  # timing only: a point without corruption
 VOLTAGE = "buffers.weights.voltage_v"
@@ -259,6 +260,32 @@ def test_what_fails_before_any_point_leaves_no_store(bad, tmp_path, capsys):
     }[bad]
     assert_one_line_error(main(argv), capsys.readouterr().err, needle)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["in.npz", "net.onnx"]
+
+
+def test_a_sweep_over_two_machines(tmp_path, capsys):
+    """HW HW WORKLOAD: each machine is swept, and a point has the key it has in a sweep of its
+    machine alone (so such stores merge and resume alike)."""
+    db = tmp_path / "machines.sqlite"
+    argv = ["sweep", str(EDGE), str(EYERISS), str(CSV), "--grid", f"{VOLTAGE}=0.8,0.9",
+            "--workers", "1", "--db", str(db)]
+    assert main(argv) == 0
+    assert "4 point(s) run" in capsys.readouterr().out
+    points = stored(db)
+    for hw in (EDGE, EYERISS):
+        alone = plan_points(hw, [CSV], {VOLTAGE: [0.8, 0.9]})
+        assert {p["key"] for p in alone} <= set(points)
+        name = load_hardware(hw).name
+        assert {Result.from_json(points[p["key"]]).hardware["name"] for p in alone} == {name}
+
+
+@pytest.mark.parametrize("files, hardware", [
+    (["a.yaml", "net.onnx"], ["a.yaml"]),
+    (["a.yaml", "b.YML", "c.cfg", "net.onnx", "t.csv"], ["a.yaml", "b.YML", "c.cfg"]),
+    (["hw", "net.onnx", "late.yaml"], ["hw"]),  # the first is hardware whatever its name
+    (["a.yaml"], ["a.yaml"]),
+])
+def test_hardware_files_come_first(files, hardware):
+    assert split_hardware(files) == (hardware, files[len(hardware):])
 
 
 def test_rerunning_on_a_store_adds_to_it(uninterrupted, tmp_path):
