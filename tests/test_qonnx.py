@@ -438,3 +438,20 @@ def test_relu_after_a_quantizer_keeps_the_value_quantized(zp, signed):
     x = rng.normal(0, 4, (2, 2, 5, 5)).astype(np.float32)
     assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
     assert "Clip" in [n.op for n in lower_qonnx(model, "t").nodes]
+
+
+def test_reshape_to_the_files_batch_runs_other_batch_sizes():
+    """A cleaned Brevitas export folds x.view(x.size(0), -1) to Reshape(x, [1, -1]) at the
+    exported batch size 1; accelsim runs any batch (was a traceback in MatMul), each sample as
+    qonnx runs it alone."""
+    rng = np.random.default_rng(7)
+    inits = {"xs": 2.0 ** -3, "z": 0.0, "b8": 8, "w": rng.normal(0, 1, (8, 3)), "ws": 2.0 ** -4}
+    nodes = [quant_node("x", "xq", "xs", "z", "b8"),
+             helper.make_node("Reshape", ["xq", "shape"], ["r"], "reshape"),
+             quant_node("w", "wq", "ws", "z", "b8", narrow=1),
+             helper.make_node("MatMul", ["r", "wq"], ["y"], "fc")]
+    model = make_model(nodes, inits, [1, 2, 2, 2], [1, 3])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, -1], np.int64), "shape"))
+    x = rng.normal(0, 4, (3, 2, 2, 2)).astype(np.float32)
+    ref = np.concatenate([run_qonnx(model, x[i:i + 1])["y"] for i in range(3)])
+    assert_bit_identical(run_accelsim(model, x), ref)
