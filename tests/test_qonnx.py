@@ -455,3 +455,31 @@ def test_reshape_to_the_files_batch_runs_other_batch_sizes():
     x = rng.normal(0, 4, (3, 2, 2, 2)).astype(np.float32)
     ref = np.concatenate([run_qonnx(model, x[i:i + 1])["y"] for i in range(3)])
     assert_bit_identical(run_accelsim(model, x), ref)
+
+
+def test_constant_subgraphs_are_evaluated():
+    """A raw export: scalars as Constant nodes (value_float, value_int: a traceback before),
+    x.view(x.size(0), -1) traced as Shape -> Gather -> Unsqueeze -> Concat -> Reshape, and a
+    scale computed from constants (Mul); qonnx's cleanup would fold them, accelsim evaluates
+    them. Batch 3 on the batch-1 file, each sample as qonnx runs it alone."""
+    rng = np.random.default_rng(11)
+    inits = {"z": 0.0, "b8": 8, "w": rng.normal(0, 1, (8, 3)), "ws0": 2.0 ** -2, "two": 2.0}
+    nodes = [helper.make_node("Constant", [], ["xs"], "cs", value_float=0.125),
+             helper.make_node("Constant", [], ["b4"], "cb", value_int=4),
+             quant_node("x", "xq", "xs", "z", "b8"),
+             helper.make_node("Shape", ["xq"], ["sh"], "shape"),
+             helper.make_node("Constant", [], ["i0"], "ci", value=numpy_helper.from_array(
+                 np.array(0, np.int64))),
+             helper.make_node("Gather", ["sh", "i0"], ["n"], "gather", axis=0),
+             helper.make_node("Constant", [], ["ax"], "ca", value_ints=[0]),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"], "unsqueeze"),
+             helper.make_node("Constant", [], ["m1"], "cm", value_ints=[-1]),
+             helper.make_node("Concat", ["n1", "m1"], ["target"], "cat", axis=0),
+             helper.make_node("Reshape", ["xq", "target"], ["r"], "reshape"),
+             helper.make_node("Mul", ["ws0", "two"], ["ws"], "scale"),
+             quant_node("w", "wq", "ws", "z", "b4", narrow=1),
+             helper.make_node("MatMul", ["r", "wq"], ["y"], "fc")]
+    model = make_model(nodes, inits, [1, 2, 2, 2], [1, 3])
+    x = rng.normal(0, 4, (3, 2, 2, 2)).astype(np.float32)
+    ref = np.concatenate([run_qonnx(model, x[i:i + 1])["y"] for i in range(3)])
+    assert_bit_identical(run_accelsim(model, x), ref)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from accelsim.errors import WorkloadError
 from accelsim.ops import REGISTRY
@@ -120,6 +121,10 @@ class QonnxLowering(OnnxLowering):
             self.chains[name] = Chain(name, (), quant)
             inputs.append(name)
         for node in self.onnx_nodes:
+            if node.op_type in FOLDED_OPS and node.domain in ("", "ai.onnx") and all(
+                    self.is_const(n) for n in node.input if n):
+                self.fold(node)
+                continue
             handler = QONNX_HANDLERS.get(node.op_type)
             if handler is None:
                 raise self.fail(node, "operator not supported in QONNX graphs; supported: "
@@ -131,6 +136,16 @@ class QonnxLowering(OnnxLowering):
     def custom_opset(self, node) -> int:
         """The version qonnx runs a custom node at: its domain's opset import, else 1."""
         return self.opsets.get(RENAMED_DOMAINS.get(node.domain, node.domain), 1)
+
+    def fold(self, node) -> None:
+        """A node of constants only (Constant, torch's traced shape arithmetic before a Reshape):
+        evaluated by onnx's reference implementation, numpy's, exact for these ops."""
+        inputs = {n: self.consts[n] for n in node.input if n}
+        try:
+            outs = ReferenceEvaluator(node, opsets={"": self.opsets.get("", 13)}).run(None, inputs)
+        except Exception as e:  # the reference raises many types for inputs it cannot take
+            raise self.fail(node, f"its constant inputs do not evaluate ({e})") from None
+        self.consts.update(zip(node.output, (np.asarray(o) for o in outs), strict=True))
 
     # ----- values ----------------------------------------------------------------------------
     def chain(self, node, name: str) -> Chain:
@@ -276,9 +291,21 @@ def dequant_steps(scale: np.ndarray, zp: np.ndarray | None) -> tuple:
     return steps + (("mul", scale),)
 
 
-@handles("Constant")
-def constant(low: QonnxLowering, node) -> None:
-    low.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+# Evaluated when all their inputs are constant (QonnxLowering.fold): the shape and index ops torch
+# traces, and float32 arithmetic that IEEE rounds exactly (no transcendental functions).
+FOLDED_OPS = frozenset({
+    "Constant", "ConstantOfShape", "Shape", "Size", "Gather", "Slice", "Concat", "Cast", "Range",
+    "Expand", "Where", "Equal", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Floor",
+    "Ceil", "Sqrt", "Reciprocal",
+})
+
+
+@handles("Shape")
+def shape(low: QonnxLowering, node) -> None:
+    """A computed tensor's shape (the batch size the file gives; 1 if symbolic), as a constant."""
+    t = low.tensors[low.chain(node, node.input[0]).src]
+    a = attrs_of(node)
+    low.consts[node.output[0]] = np.array(t.shape, np.int64)[a.get("start", 0):a.get("end")]
 
 
 @handles("Quant", "IntQuant")
@@ -422,8 +449,6 @@ def matmul(low: QonnxLowering, node) -> None:
 def const_operand(low: QonnxLowering, node) -> tuple[Chain, np.ndarray, bool]:
     """(the chain, the constant, whether the constant is the first input)."""
     a, b = node.input[0], node.input[1]
-    if low.is_const(a) and low.is_const(b):
-        raise low.fail(node, "both inputs constant; fold constants before exporting")
     if not low.is_const(a) and not low.is_const(b):
         raise low.fail(node, "both inputs computed; accelsim needs one constant operand")
     first = low.is_const(a)
