@@ -246,6 +246,16 @@ class _Buffers:
             role: hw.buffers[self.name[role]].size_bytes // sharing[self.name[role]]
             for role in ROLES
         }
+        # Roles sharing a buffer each own one share of it, in ROLES order, so that their data
+        # never sit at the same addresses (nor meet the same faulty cells).
+        self.base = {
+            role: self.capacity[role] * sum(1 for r in ROLES[:i] if self.name[r] == self.name[role])
+            for i, role in enumerate(ROLES)
+        }
+
+    def addresses(self) -> dict[str, _Address]:
+        """A fresh address allocator per role, inside the role's share of its buffer."""
+        return {r: _Address(self.base[r], self.slot(r)) for r in ROLES}
 
     def slot(self, role: str) -> int:
         """Bytes of one tile of a role: half its share of the buffer.
@@ -310,11 +320,13 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 class _Address:
-    """Byte offsets in a buffer: resident operands packed from 0, streamed ones ping-pong."""
+    """Byte offsets in a buffer: resident operands packed from `base`, streamed ones ping-pong
+    between the two slots from `base`."""
 
-    def __init__(self, slot: int):
+    def __init__(self, base: int, slot: int):
+        self.base = base
         self.slot = slot
-        self.next_resident = 0
+        self.next_resident = base
         self.loads = 0
 
     def resident(self, nbytes: int) -> int:
@@ -323,7 +335,7 @@ class _Address:
         return addr
 
     def streamed(self) -> int:
-        addr = (self.loads % 2) * self.slot
+        addr = self.base + (self.loads % 2) * self.slot
         self.loads += 1
         return addr
 
@@ -356,7 +368,7 @@ def _map_compute(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[
     }
     layer.resident = {r: totals[r] <= bufs.capacity[r] for r in totals}
     shapes = {seg: _FoldShapes(hw, bufs, name, df, seg[1] - seg[0], bits) for seg in segments}
-    addr = {r: _Address(bufs.slot(r)) for r in ROLES}
+    addr = bufs.addresses()
     resident_at: dict[str, dict[tuple, int]] = {"ifmap": {}, "weights": {}}
     last_key: dict[str, tuple | None] = {"ifmap": None, "weights": None}
     depends = BLOCK_DEPENDS[df]
@@ -637,7 +649,7 @@ def _map_vector(hw: Hardware, graph: Graph, index: int, name: str, nodes: list[N
         return layer
     vu = hw.vector_unit
     cycles = vu.latency_cycles + -(-ops // vu.lanes) * vu.cycles_per_op
-    addr = {r: _Address(bufs.slot(r)) for r in ROLES}
+    addr = bufs.addresses()
     # Tensors larger than a slot stream through it in chunks, like a fold's streamed operands.
     n = max(1, -(-in_bytes // bufs.slot("ifmap")), -(-out_bytes // bufs.slot("ofmap")))
     for c, (cyc, nb_in, nb_out) in enumerate(zip(

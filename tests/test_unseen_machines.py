@@ -5,6 +5,7 @@ invariants every run must keep."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from conftest import ROOT, WORKLOADS, assert_one_line_error
 
+import accelsim
 from accelsim.cli import main
 from accelsim.hardware import PEArray
 from accelsim.kernels import accumulator
@@ -55,3 +57,31 @@ def test_accumulators_the_kernels_cannot_run_are_refused(capsys, tmp_path, bits)
     path = write(tmp_path / "acc.yaml", yaml.safe_dump(hw))
     code, _, err = run_cli(capsys, "run", path, DIGITS)
     assert_one_line_error(code, err, str(path), "pe_array.accumulator_bits")
+
+
+# --- buffers shared by several roles ------------------------------------------------------------
+
+@pytest.mark.parametrize("buffers", [
+    {"unified": {"size_kib": 48}},  # every role in one buffer
+    {"unified": {"size_kib": 3}, "weights": {"size_kib": 8}},  # tiling in the shared one
+    {"ifmap": {}, "unified": {"size_kib": 6, "banks": 3, "bank_width_bits": 24}},
+])
+def test_roles_sharing_a_buffer_never_share_addresses(buffers):
+    """Each role's transfers stayed at addresses from 0, so in a unified buffer the weights, the
+    inputs and the outputs sat on the same cells (one faulty cell corrupted all three)."""
+    from accelsim.mapping import plan
+
+    hw = accelsim.load_hardware({"buffers": buffers})
+    mapping = plan(hw, accelsim.load_workload(DIGITS))
+    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for step in mapping.steps:
+        for t in step.loads + step.stores:
+            assert 0 <= t.address and t.address + t.nbytes <= hw.buffers[t.buffer].size_bytes
+            spans.setdefault((t.buffer, t.role), []).append((t.address, t.address + t.nbytes))
+    shared = [(b, r) for b, r in spans if sum(1 for b2, _ in spans if b2 == b) > 1]
+    assert shared
+    for (b1, r1), (b2, r2) in itertools.combinations(shared, 2):
+        if b1 == b2:
+            lo1, hi1 = min(a for a, _ in spans[b1, r1]), max(e for _, e in spans[b1, r1])
+            lo2, hi2 = min(a for a, _ in spans[b2, r2]), max(e for _, e in spans[b2, r2])
+            assert hi1 <= lo2 or hi2 <= lo1, (b1, r1, r2)
