@@ -82,3 +82,74 @@ def test_pool_auto_pad(op, auto_pad, tmp_path_factory):
     model = make_model(nodes, [vi("x", TensorProto.UINT8, x.shape)],
                        vi("y", TensorProto.UINT8, [None] * 4), inits, ms=True)
     assert_same(model, {"x": x}, tmp_path_factory)
+
+
+def qdq_unary(op: str, dtype, x_q, y_q, shape, **attrs):
+    """float -> Q -> DQ -> op -> Q -> DQ, as quantize_static writes an activation."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+             helper.make_node(op, ["xf"], ["yf"], **attrs),
+             helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    inits = [const("xs", np.float32(x_q[0])), const("xz", dtype(x_q[1])),
+             const("ys", np.float32(y_q[0])), const("yz", dtype(y_q[1]))]
+    return make_model(nodes, [vi("x", TensorProto.FLOAT, shape)],
+                      vi("y", TensorProto.FLOAT, [None] * len(shape)), inits, opset=17)
+
+
+UNARY = [("Sigmoid", {}), ("Tanh", {}), ("HardSigmoid", {}), ("HardSigmoid", {"alpha": 0.3,
+         "beta": 0.4}), ("HardSwish", {}), ("LeakyRelu", {}), ("LeakyRelu", {"alpha": 0.2})]
+
+
+@pytest.mark.parametrize("op, attrs", UNARY)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qdq_activation(op, attrs, dtype, tmp_path_factory):
+    """Every input code (a ramp over the input scale's range) through the activation, under
+    seeded scales and zero points, power-of-two ones too (ties in the output quantization)."""
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    for trial in range(6):
+        x_scale = 2.0 ** -int(rng.integers(3, 7)) if trial % 2 else float(rng.uniform(0.01, 0.1))
+        y_scale = 2.0 ** -int(rng.integers(6, 9)) if trial % 2 else float(rng.uniform(0.002, 0.05))
+        x_zp, y_zp = (int(rng.integers(info.min, info.max + 1)) for _ in range(2))
+        x = ((np.arange(info.min, info.max + 1) - x_zp) * np.float32(x_scale)).astype(np.float32)
+        model = qdq_unary(op, dtype, (x_scale, x_zp), (y_scale, y_zp), (2, 1, 8, 16), **attrs)
+        assert_same(model, {"x": x.reshape(2, 1, 8, 16)}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("op, attrs", [("QLinearSigmoid", {}), ("QLinearLeakyRelu", {}),
+                                       ("QLinearLeakyRelu", {"alpha": 0.25})])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_activation(op, attrs, dtype, tmp_path_factory):
+    """quantize_static's QOperator form of Sigmoid and LeakyRelu (com.microsoft)."""
+    info = np.iinfo(dtype)
+    elem = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    x = np.arange(info.min, info.max + 1).astype(dtype).reshape(1, 4, 8, 8)
+    node = helper.make_node(op, ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft",
+                            **attrs)
+    inits = [const("xs", np.float32(0.0625)), const("xz", dtype(info.min + 100)),
+             const("ys", np.float32(1 / 256)), const("yz", dtype(info.min + 3))]
+    model = make_model([node], [vi("x", elem, x.shape)], vi("y", elem, [None] * 4), inits,
+                       ms=True)
+    assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("op, attrs", UNARY)
+@pytest.mark.parametrize("where", ["graph_output", "graph_input"])
+def test_float_activation(op, attrs, where, tmp_path_factory):
+    """An activation quantize_static leaves in float: the network's last op (DQ -> Tanh -> the
+    float output) or its first (the float input -> Sigmoid -> Q)."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((3, 2, 5, 7)) * 4).astype(np.float32)
+    if where == "graph_output":
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xf"]),
+                 helper.make_node(op, ["xf"], ["y"], **attrs)]
+    else:
+        nodes = [helper.make_node(op, ["x"], ["yf"], **attrs),
+                 helper.make_node("QuantizeLinear", ["yf", "s", "z"], ["yq"]),
+                 helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, x.shape)],
+                       vi("y", TensorProto.FLOAT, [None] * 4),
+                       [const("s", np.float32(0.03)), const("z", np.uint8(120))], opset=17)
+    assert_same(model, {"x": x}, tmp_path_factory)

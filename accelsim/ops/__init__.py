@@ -78,4 +78,13 @@ def out_storage(op: Op, index: int = 0) -> np.dtype:
     return op.out_tensors[index].type.storage
 
 
-from accelsim.ops import affine, conv, elementwise, layout, matmul, pool, quantize  # noqa: E402,F401
+from accelsim.ops import (  # noqa: E402,F401
+    activation,
+    affine,
+    conv,
+    elementwise,
+    layout,
+    matmul,
+    pool,
+    quantize,
+)

@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from accelsim.errors import UnsupportedError, WorkloadError
 from accelsim.ops import REGISTRY
+from accelsim.ops.activation import FLOAT_FUNCTIONS, lookup_table
 from accelsim.ops.pool import has_empty_windows
 from accelsim.ops.quantize import quantize, requant_multiplier
 from accelsim.workload.ir import (
@@ -276,7 +277,7 @@ HANDLERS: dict[str, Handler] = {}
 QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
     "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
-    "QLinearConcat", "QLinearAveragePool",
+    "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
 }
 
 
@@ -783,3 +784,49 @@ def relu(low: OnnxLowering, i: int, node) -> None:
     out = low.emit("Clip", node.name, [d.int_name], f"{node.output[0]}_int", t.type, d.quant,
                    lo=q_lo, hi=q_hi)
     low.dq[node.output[0]] = DQValue(out, d.quant)
+
+
+def lookup_fits(low: OnnxLowering, x: str, x_quant: Quant, y_quant: Quant) -> bool:
+    """Whether a table can stand for the function: an 8-bit input, per-tensor quantization."""
+    x_type = low.tensors[x].type
+    return (x_type.kind == "int" and x_type.bits <= 8 and x_quant.scale.size == 1
+            and y_quant.scale.size == 1)
+
+
+def emit_lookup(low: OnnxLowering, node, op_type: str, x: str, x_quant: Quant, y_quant: Quant,
+                y_type: ElemType, out: str) -> None:
+    """A unary float function between 8-bit quantized tensors as a 256-entry table."""
+    table = lookup_table(op_type, attrs_of(node), low.tensors[x].type, x_quant.scale[0],
+                         x_quant.zero_point[0], y_type, y_quant.scale[0], y_quant.zero_point[0])
+    low.emit("Lookup", node.name, [x], out, y_type, y_quant, table=table, function=op_type)
+
+
+@handles("QLinearSigmoid", "QLinearLeakyRelu")
+def qlinear_lookup(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (5 - len(node.input))
+    x = low.value(node, inp[0])
+    x_quant, y_quant = low.qparams(node, inp[1], inp[2]), low.qparams(node, inp[3], inp[4])
+    if not lookup_fits(low, x, x_quant, y_quant):
+        raise low.fail(node, "only 8-bit per-tensor quantized tensors are supported")
+    emit_lookup(low, node, node.op_type.removeprefix("QLinear"), x, x_quant, y_quant,
+                low.tensors[x].type, node.output[0])
+
+
+@handles(*FLOAT_FUNCTIONS)
+def activation(low: OnnxLowering, i: int, node) -> None:
+    """DQ -> Sigmoid/Tanh/HardSigmoid/HardSwish/LeakyRelu -> Q is a table (Lookup); anywhere
+    else the function runs in float32 (Activation), as in onnxruntime."""
+    d = low.dq.get(node.input[0])
+    found = low.sole_q_consumer(node.output[0])
+    if d is not None and found is not None:
+        y_quant, zp_name = linear_params(low, found[1])
+        if lookup_fits(low, d.int_name, d.quant, y_quant):
+            low.consumed.add(found[0])
+            emit_lookup(low, node, node.op_type, d.int_name, d.quant, y_quant,
+                        low.zp_type(found[1], zp_name), found[1].output[0])
+            return
+    x = low.materialize(node.input[0])
+    if low.tensors[x].type.kind != "float":
+        raise low.fail(node, f"input {node.input[0]} is an integer tensor, not a float one")
+    low.emit("Activation", node.name, [x], node.output[0], FLOAT32, function=node.op_type,
+             **attrs_of(node))
