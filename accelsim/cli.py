@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from accelsim.errors import AccelsimError, InputError
+from accelsim.errors import AccelsimError, HardwareError, InputError
 from accelsim.progress import progress_bar
 
 EXAMPLES = {
@@ -312,8 +312,11 @@ def cmd_run(args) -> int:
         progress(0, None, "loading workload")
         graph = load_workload(args.workload, seed=args.seed)
         inputs, labels = run_inputs(hw, graph, args.input, args.seed, args.timing_only)
-        result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials, labels=labels,
-                          progress=progress)
+        try:
+            result = simulate(hw, graph, inputs, seed=args.seed, trials=args.trials,
+                              labels=labels, progress=progress)
+        except HardwareError as e:  # the machine met the workload: the message names the field
+            raise HardwareError(f"{args.hardware}: {e}") from None
     written, note = write_outputs(result, args.out) if args.out else ([], None)
     if note:
         print(note, file=sys.stderr)

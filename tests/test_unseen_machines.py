@@ -85,3 +85,21 @@ def test_roles_sharing_a_buffer_never_share_addresses(buffers):
             lo1, hi1 = min(a for a, _ in spans[b1, r1]), max(e for _, e in spans[b1, r1])
             lo2, hi2 = min(a for a, _ in spans[b2, r2]), max(e for _, e in spans[b2, r2])
             assert hi1 <= lo2 or hi2 <= lo1, (b1, r1, r2)
+
+
+# --- errors found when the machine meets the workload --------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"buffers.weights.size_kib": 1 / 16}, "buffers.weights.size_kib"),  # no fold fits
+    ({"pe_array.precisions": ["int4", "binary"]}, "pe_array.precisions"),  # 8-bit operands
+    ({"buffers.weights.voltage_v": 0.6,
+      "buffers.weights.error_model.curve": {"kind": "sram_14nm", "extrapolation": "error"}},
+     "buffers.weights.error_model.curve"),  # below the measured table
+])
+def test_errors_against_the_workload_name_the_hardware_file(capsys, tmp_path, overrides, field):
+    """Checks the mapping and the fault model make (once the network is known) named the field
+    but not the file it is in."""
+    hw = accelsim.load_hardware(EDGE, overrides)
+    path = write(tmp_path / "machine.yaml", yaml.safe_dump(hw.model_dump()))
+    code, _, err = run_cli(capsys, "run", path, DIGITS)
+    assert_one_line_error(code, err, f"{path}: {field}")
