@@ -246,6 +246,14 @@ class _Buffers:
             role: hw.buffers[self.name[role]].size_bytes // sharing[self.name[role]]
             for role in ROLES
         }
+        for role in ROLES:
+            if self.slot(role) == 0:
+                name = self.name[role]
+                raise HardwareError(
+                    f"buffers.{name}.size_kib: {hw.buffers[name].size_bytes} B shared by "
+                    f"{sharing[name]} role(s) leaves {role} {self.capacity[role]} B, less than "
+                    "two slots of one byte"
+                )
         # Roles sharing a buffer each own one share of it, in ROLES order, so that their data
         # never sit at the same addresses (nor meet the same faulty cells).
         self.base = {

@@ -103,3 +103,15 @@ def test_errors_against_the_workload_name_the_hardware_file(capsys, tmp_path, ov
     path = write(tmp_path / "machine.yaml", yaml.safe_dump(hw.model_dump()))
     code, _, err = run_cli(capsys, "run", path, DIGITS)
     assert_one_line_error(code, err, f"{path}: {field}")
+
+
+@pytest.mark.parametrize(("buffers", "role"), [
+    ({"unified": {"size_kib": 3 / 1024, "banks": 3, "bank_width_bits": 8}}, "ifmap"),
+    ({"unified": {"size_kib": 1 / 8192, "bank_width_bits": 1}, "ifmap": {}}, "weights"),
+])
+def test_a_buffer_too_small_for_two_one_byte_slots_is_refused(capsys, tmp_path, buffers, role):
+    """A 3-byte buffer shared by three roles left each 1 B, slots of 0 B: the binary network's
+    first (vector) layer divided by the slot (ZeroDivisionError)."""
+    path = write(tmp_path / "tiny.yaml", yaml.safe_dump({"buffers": buffers}))
+    code, _, err = run_cli(capsys, "run", path, WORKLOADS / "digits_binary_qonnx.onnx")
+    assert_one_line_error(code, err, f"{path}: buffers.unified.size_kib", f"leaves {role}")
