@@ -9,7 +9,8 @@ table, Lookup's. Elsewhere (a float graph output, a wider input) the function ru
 against onnxruntime's float operators on ~10^6 values each):
 
     Sigmoid      MLAS logistic (FMA3 kernel): v clamped to [-18, 18], odd/even rational
-                 polynomials in v*v evaluated with fused multiply-adds, p / q + 0.5, no clamp
+                 polynomials in v*v evaluated with fused multiply-adds, p / q + 0.5, then
+                 max(., 0) (but no min(., 1): 1.0000001 stays)
     Tanh         MLAS tanh (FMA3 kernel): v clamped to [-9, 9], p / q likewise
     HardSigmoid  min(max(alpha * v + beta, 0), 1), a separate multiply and add (Eigen, no FMA)
     HardSwish    v * HardSigmoid(v; 1/6, 0.5) (onnxruntime expands the function)
@@ -61,7 +62,7 @@ def _rational(v: np.ndarray, constants) -> np.ndarray:
 
 
 def logistic(v: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
-    return _rational(v, _LOGISTIC) + F32(0.5)
+    return np.maximum(_rational(v, _LOGISTIC) + F32(0.5), F32(0))
 
 
 def tanh(v: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
