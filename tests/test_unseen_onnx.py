@@ -158,7 +158,7 @@ def test_float_activation(op, attrs, where, tmp_path_factory):
 @pytest.mark.parametrize("op, attrs", UNARY)
 def test_float_functions_are_onnxruntimes(op, attrs):
     """accelsim.ops.activation's float kernels against onnxruntime's float operators on 300,000
-    values: wide, narrow (near 0, where the rational polynomials matter most) and past the clamps."""
+    values: wide, narrow (near 0, where the polynomials matter most) and past the clamps."""
     import onnxruntime as ort
 
     from accelsim.ops.activation import FLOAT_FUNCTIONS
