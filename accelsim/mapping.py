@@ -25,6 +25,7 @@ The timing model (accelsim/sim) consumes the steps; the fault model reads the ad
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -687,7 +688,26 @@ def plan(hw: Hardware, graph: Graph) -> Mapping:
         return _plan(hw, graph)
 
 
+def _check_layer_voltages(hw: Hardware, graph: Graph) -> None:
+    """Every layer_voltage_v key must pick a layer of this workload: a mistyped name or an
+    index past the last Conv/MatMul would leave the layer at voltage_v without a word."""
+    groups = layers_of(graph)
+    names = [name for name, _ in groups]
+    computes = sum(1 for _, nodes in groups if any(n.op in COMPUTE_OPS for n in nodes))
+    for buffer, buf in hw.buffers.items():
+        for key in buf.layer_voltage_v:
+            where = f"buffers.{buffer}.layer_voltage_v.{key}: {graph.source or graph.name}"
+            if isinstance(key, int) and key >= computes:
+                indices = f" (indices 0 to {computes - 1})" if computes else ""
+                raise HardwareError(f"{where} has {computes} Conv/MatMul layers{indices}")
+            if isinstance(key, str) and key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise HardwareError(f"{where} has no layer {key!r}{hint}")
+
+
 def _plan(hw: Hardware, graph: Graph) -> Mapping:
+    _check_layer_voltages(hw, graph)
     bufs = _Buffers(hw)
     layers = []
     for name, nodes in layers_of(graph):

@@ -115,3 +115,31 @@ def test_a_buffer_too_small_for_two_one_byte_slots_is_refused(capsys, tmp_path, 
     path = write(tmp_path / "tiny.yaml", yaml.safe_dump({"buffers": buffers}))
     code, _, err = run_cli(capsys, "run", path, WORKLOADS / "digits_binary_qonnx.onnx")
     assert_one_line_error(code, err, f"{path}: buffers.unified.size_kib", f"leaves {role}")
+
+
+# --- per-layer voltages --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "says"), [
+    ("conv_1", "has no layer 'conv_1' (did you mean conv1?)"),
+    ("fc9", "has no layer 'fc9'"),
+    (3, "has 3 Conv/MatMul layers (indices 0 to 2)"),
+])
+def test_a_layer_voltage_for_no_layer_is_refused(capsys, key, says):
+    """A mistyped layer name or an index past the last Conv/MatMul was ignored: the layer ran
+    at the buffer's voltage_v and the result said nothing."""
+    code, _, err = run_cli(capsys, "run", EDGE, DIGITS, "--timing-only",
+                           "--set", f"buffers.weights.layer_voltage_v.{key}=0.7")
+    assert_one_line_error(code, err, f"{EDGE}: buffers.weights.layer_voltage_v.{key}: "
+                                     f"{DIGITS}", says)
+
+
+@pytest.mark.parametrize("key", ["conv1", 0, "pool1"])
+def test_a_layer_voltage_for_a_layer_applies(key):
+    """By name (compute or vector layer) or by Conv/MatMul index: that layer's SRAM energy
+    changes, the others' do not."""
+    base = accelsim.simulate(accelsim.load_hardware(EDGE), DIGITS)
+    low = accelsim.simulate(
+        accelsim.load_hardware(EDGE, {f"buffers.ofmap.layer_voltage_v.{key}": 0.8}), DIGITS)
+    changed = [b.name for b, lo in zip(base.layers, low.layers, strict=True)
+               if lo.energy_breakdown_pj["sram.ofmap"] != b.energy_breakdown_pj["sram.ofmap"]]
+    assert changed == ["conv1" if key == 0 else key]

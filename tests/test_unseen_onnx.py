@@ -174,3 +174,24 @@ def test_float_functions_are_onnxruntimes(op, attrs):
     got = FLOAT_FUNCTIONS[op](x, attrs)
     assert got.dtype == np.float32
     assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {x.size} differ"
+
+
+@pytest.mark.parametrize("op, shape, axes", [
+    ("Squeeze", (1, 6, 1, 1), None), ("Squeeze", (1, 6, 1, 1), [0, 2]),
+    ("Squeeze", (2, 6, 1, 1), [-1, 2]), ("Unsqueeze", (2, 6), [0]),
+    ("Unsqueeze", (2, 6), [0, 1, -1]), ("Unsqueeze", (2, 6), [2, 3])])
+def test_squeeze_unsqueeze_axes(op, shape, axes, tmp_path_factory):
+    """Axes that remove or move the batch dimension (Squeeze without axes removes a batch of 1)."""
+    x = np.random.default_rng(9).integers(0, 256, shape, dtype=np.uint8)
+    inits = [const("s", np.float32(0.1)), const("z", np.uint8(9))]
+    inputs = ["xf"]
+    if axes is not None:
+        inits.append(const("axes", np.array(axes, np.int64)))
+        inputs.append("axes")
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]),
+             helper.make_node(op, inputs, ["yf"]),
+             helper.make_node("QuantizeLinear", ["yf", "s", "z"], ["y"])]
+    rank = len(shape) + (len(axes) if op == "Unsqueeze" else -(len(axes) if axes else 3))
+    model = make_model(nodes, [vi("x", TensorProto.UINT8, shape)],
+                       vi("y", TensorProto.UINT8, [None] * rank), inits)
+    assert_same(model, {"x": x}, tmp_path_factory)

@@ -711,15 +711,23 @@ def layout_attrs(low: OnnxLowering, node, shape) -> tuple[str, dict]:
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = low.const(node, node.input[1], "axes")
-        new = list(shape)
+        # The batch dimension (input dimension 0) stays free: 0 (copy it) where it stays first,
+        # -1 (infer it) where Unsqueeze moves it; Squeeze can remove it (it is 1 then).
         if op == "Squeeze":
             axes = [d % len(shape) for d in (axes if axes is not None else
                                               [k for k, s in enumerate(shape) if s == 1])]
             new = [s for k, s in enumerate(shape) if k not in axes]
+            batch_at = None if 0 in axes or not shape else 0
         else:
-            for d in sorted(int(d) % (len(shape) + len(axes)) for d in axes):
+            axes = sorted(int(d) % (len(shape) + len(axes)) for d in axes)
+            new = list(shape)
+            for d in axes:
                 new.insert(d, 1)
-        return "Reshape", dict(shape=(0,) + tuple(new[1:]) if new and shape else tuple(new))
+            batch_at = next((k for k in range(len(new)) if k not in axes), None) if shape \
+                else None
+        if batch_at is not None:
+            new[batch_at] = 0 if batch_at == 0 else -1
+        return "Reshape", dict(shape=tuple(new))
     if op == "Identity":
         return "Identity", {}
     raise low.fail(node, "not a layout operator")
