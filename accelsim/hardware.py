@@ -842,14 +842,21 @@ def scalesim_to_dict(path: str | Path) -> dict:
             ) from None
 
     def flag(option: str) -> bool:
-        return text(option, "false").lower() == "true"
+        """Read as SCALE-Sim's getboolean does: true, yes, on, 1 and their opposites."""
+        value = text(option, "false")
+        state = parser.BOOLEAN_STATES.get(value.lower())
+        if state is None:
+            raise HardwareError(
+                f"{path}: [{keys[option][0]}] {option}: expected true or false, got {value!r}"
+            )
+        return state
 
     mode = text("interfacebandwidth")
     if mode not in ("CALC", "USER"):
         raise HardwareError(
             f"{path}: [run_presets] InterfaceBandwidth: use CALC or USER, not {mode!r}"
         )
-    if flag("sparsitysupport"):
+    if text("sparsitysupport", "false").lower() == "true":  # SCALE-Sim's test, not getboolean
         raise HardwareError(f"{path}: [sparsity] SparsitySupport: sparse arrays are not modelled")
     bandwidths: list[int] = []
     if mode == "USER":

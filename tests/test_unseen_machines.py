@@ -19,6 +19,7 @@ from accelsim.hardware import PEArray
 from accelsim.kernels import accumulator
 
 EDGE = ROOT / "hwconfigs" / "edge_int8_16x16.yaml"
+SCALESIM_CFG = ROOT / "hwconfigs" / "scalesim_default_32x32.cfg"
 DIGITS = WORKLOADS / "digits_cnn_int8_qdq.onnx"
 
 
@@ -143,3 +144,35 @@ def test_a_layer_voltage_for_a_layer_applies(key):
     changed = [b.name for b, lo in zip(base.layers, low.layers, strict=True)
                if lo.energy_breakdown_pj["sram.ofmap"] != b.energy_breakdown_pj["sram.ofmap"]]
     assert changed == ["conv1" if key == 0 else key]
+
+
+# --- SCALE-Sim .cfg ------------------------------------------------------------------------------
+
+LAYOUT = """
+[layout]
+IfmapCustomLayout: {flag}
+FilterCustomLayout: False
+IfmapSRAMBankBandwidth: 10
+IfmapSRAMBankNum: 4
+IfmapSRAMBankPort: 2
+FilterSRAMBankBandwidth: 10
+FilterSRAMBankNum: 10
+FilterSRAMBankPort: 2
+"""
+
+
+@pytest.mark.parametrize(("flag", "custom"), [("yes", True), ("1", True), ("On", True),
+                                              ("no", False), ("0", False), ("FALSE", False)])
+def test_custom_layout_flags_read_as_scalesim_reads_them(tmp_path, flag, custom):
+    """SCALE-Sim reads the layout flags with configparser's getboolean; accelsim took only the
+    word true, so `IfmapCustomLayout: yes` ran without the custom banks."""
+    text = SCALESIM_CFG.read_text() + LAYOUT.format(flag=flag)
+    ifmap = accelsim.load_hardware(write(tmp_path / "layout.cfg", text)).buffers["ifmap"]
+    assert (ifmap.banks, ifmap.ports, ifmap.bank_width_bits) == ((4, 2, 80) if custom
+                                                                 else (1, 2, 8 * 32))
+
+
+def test_a_custom_layout_flag_that_is_no_boolean_is_refused(capsys, tmp_path):
+    path = write(tmp_path / "maybe.cfg", SCALESIM_CFG.read_text() + LAYOUT.format(flag="maybe"))
+    code, _, err = run_cli(capsys, "validate", path)
+    assert_one_line_error(code, err, f"{path}: [layout] ifmapcustomlayout", "'maybe'")
