@@ -195,3 +195,31 @@ def test_squeeze_unsqueeze_axes(op, shape, axes, tmp_path_factory):
     model = make_model(nodes, [vi("x", TensorProto.UINT8, shape)],
                        vi("y", TensorProto.UINT8, [None] * rank), inits)
     assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("first", ["Relu", "Clip", "Unsqueeze", "Transpose", "Flatten",
+                                   "MaxPool"])
+def test_float_op_on_the_network_input(first, tmp_path_factory):
+    """quantize_static quantizes no Relu, Clip or layout op that reads the float input directly:
+    accelsim runs it in float32 too (exact), then the Q."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((2, 3, 4, 5)) * 8).astype(np.float32)
+    inits = [const("s", np.float32(0.05)), const("z", np.int8(-3))]
+    if first == "Clip":
+        inits += [const("lo", np.float32(-1.5)), const("hi", np.float32(6.0))]
+        node = helper.make_node("Clip", ["x", "lo", "hi"], ["yf"])
+    elif first == "Unsqueeze":
+        inits.append(const("axes", np.array([0], np.int64)))
+        node = helper.make_node("Unsqueeze", ["x", "axes"], ["yf"])
+    elif first == "Transpose":
+        node = helper.make_node("Transpose", ["x"], ["yf"], perm=[0, 2, 3, 1])
+    elif first == "MaxPool":
+        node = helper.make_node("MaxPool", ["x"], ["yf"], kernel_shape=[2, 2], pads=[1, 0, 1, 1])
+    else:
+        node = helper.make_node(first, ["x"], ["yf"])
+    nodes = [node, helper.make_node("QuantizeLinear", ["yf", "s", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    rank = {"Unsqueeze": 5, "Flatten": 2}.get(first, 4)
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, x.shape)],
+                       vi("y", TensorProto.FLOAT, [None] * rank), inits)
+    assert_same(model, {"x": x}, tmp_path_factory)

@@ -738,14 +738,13 @@ LAYOUT_OPS = ("MaxPool", "Flatten", "Transpose", "Reshape", "Squeeze", "Unsqueez
 
 @handles(*LAYOUT_OPS)
 def layout(low: OnnxLowering, i: int, node) -> None:
-    """On integers directly (QOperator), or between a DQ and a Q with equal parameters (QDQ)."""
+    """On integers directly (QOperator), or between a DQ and a Q with equal parameters (QDQ), or
+    on float data (exact in float32 too)."""
     src = node.input[0]
     d = low.dq.get(src)
     if d is None:
         x = low.value(node, src)
         t = low.tensors[x]
-        if t.type.kind == "float":
-            raise low.fail(node, "runs on float data; quantize its input")
         op, attrs = layout_attrs(low, node, t.shape)
         low.emit(op, node.name, [x], node.output[0], t.type, t.quant, **attrs)
         return
@@ -771,9 +770,8 @@ def relu(low: OnnxLowering, i: int, node) -> None:
     """Relu/Clip after a DQ. onnxruntime runs it in float32 (or drops it into the next Q when that
     Q saturates at its bounds anyway). A clamp of the integers is the same thing for Relu (0 is the
     zero point) and when the next Q has the DQ's parameters (the bounds are then Q(min), Q(max));
-    otherwise accelsim keeps it in float too: DQ -> Clip -> Q."""
-    d = dq_input(low, node, node.input[0])
-    t = low.tensors[d.int_name]
+    otherwise accelsim keeps it in float too: DQ -> Clip -> Q. On a float tensor that is no DQ's
+    (the network's input), it is a float clamp."""
     lo, hi = np.float32(0.0), np.float32(np.inf)
     if node.op_type == "Clip":
         a = attrs_of(node)
@@ -781,10 +779,15 @@ def relu(low: OnnxLowering, i: int, node) -> None:
         hi_arr = low.opt_const(node, 2, "max")
         lo = np.float32(lo_arr if lo_arr is not None else a.get("min", -np.inf))
         hi = np.float32(hi_arr if hi_arr is not None else a.get("max", np.inf))
-    if node.op_type == "Clip" and identical_q(low, node.output[0], d) is None:
+    d = low.dq.get(node.input[0])
+    if d is None or (node.op_type == "Clip" and identical_q(low, node.output[0], d) is None):
         x = low.materialize(node.input[0])
+        if low.tensors[x].type.kind != "float":
+            raise low.fail(node, f"input {node.input[0]} is an integer tensor without "
+                                 "quantization parameters; put it between a DQ and a Q")
         low.emit("Clip", node.name, [x], node.output[0], FLOAT32, lo=lo, hi=hi)
         return
+    t = low.tensors[d.int_name]
     if d.quant.scale.size != 1:
         raise low.fail(node, "per-channel quantized input")
     scale, zp = d.quant.scale[0], d.quant.zero_point[0]
