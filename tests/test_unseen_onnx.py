@@ -223,3 +223,66 @@ def test_float_op_on_the_network_input(first, tmp_path_factory):
     model = make_model(nodes, [vi("x", TensorProto.FLOAT, x.shape)],
                        vi("y", TensorProto.FLOAT, [None] * rank), inits)
     assert_same(model, {"x": x}, tmp_path_factory)
+
+
+def weights_model(w: np.ndarray, w_elem: int, op: str, x_shape) -> object:
+    """x (uint8) -> DQ -> Conv or Gemm (DQ'd weights of element type w_elem, per channel) -> Q."""
+    o = w.shape[0]
+    rng = np.random.default_rng(10)
+    w_scale = rng.uniform(0.01, 0.05, o).astype(np.float32)
+    inits = [const("xs", np.float32(0.04)), const("xz", np.uint8(120)),
+             helper.make_tensor("w", w_elem, w.shape, w.flatten().tolist()),
+             const("ws", w_scale), helper.make_tensor("wz", w_elem, (o,), [0] * o),
+             const("b", rng.integers(-500, 500, o).astype(np.int32)),
+             const("bs", (np.float32(0.04) * w_scale).astype(np.float32)),
+             const("ys", np.float32(0.11)), const("yz", np.uint8(7))]
+    attrs = dict(kernel_shape=list(w.shape[2:]), pads=[1, 0, 1, 2]) if op == "Conv" else \
+        dict(transB=1)
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "bs"], ["bf"], axis=0),
+             helper.make_node(op, ["xf", "wf", "bf"], ["yf"], **attrs),
+             helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    return make_model(nodes, [vi("x", TensorProto.UINT8, x_shape)],
+                      vi("y", TensorProto.UINT8, [None] * len(x_shape)), inits, opset=21)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("op", ["Conv", "Gemm"])
+def test_int4_weights_compute_as_8_bit_weights_of_the_same_values(signed, op, tmp_path):
+    """quantize_static's QInt4/QUInt4 weights: accelsim's result is the integer one, the same as
+    onnxruntime's integer kernels give for the same weight values stored in 8 bits (onnxruntime
+    itself runs int4 graphs in float)."""
+    import onnxruntime as ort
+    from test_onnxruntime_agreement import accelsim_run
+
+    rng = np.random.default_rng(11)
+    lo, hi = (-8, 7) if signed else (0, 15)
+    w_shape, x_shape = ((5, 3, 3, 2), (2, 3, 6, 5)) if op == "Conv" else ((6, 20), (3, 20))
+    w = rng.integers(lo, hi, w_shape, endpoint=True)
+    x = rng.integers(0, 256, x_shape, dtype=np.uint8)
+    four = TensorProto.INT4 if signed else TensorProto.UINT4
+    eight = TensorProto.INT8 if signed else TensorProto.UINT8
+    got = accelsim_run(weights_model(w, four, op, x_shape), {"x": x}, tmp_path)
+    twin = weights_model(w, eight, op, x_shape)
+    ref = ort.InferenceSession(twin.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_bundled_int4_digits_identical(digits_test_set):
+    """workloads/digits_cnn_int4w_qdq.onnx on the 450 test digits: accelsim's integers equal
+    onnxruntime's float path here."""
+    import onnxruntime as ort
+    from conftest import WORKLOADS
+
+    from accelsim.execute import execute
+    from accelsim.workload import load_workload
+
+    x, _ = digits_test_set
+    path = WORKLOADS / "digits_cnn_int4w_qdq.onnx"
+    graph = load_workload(path)
+    got = execute(graph, {"input": x})[graph.outputs[0]]
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    assert np.array_equal(got, ref)
