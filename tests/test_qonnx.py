@@ -22,6 +22,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from accelsim.errors import UnsupportedError, WorkloadError
 from accelsim.execute import execute
 from accelsim.workload import load_workload
+from accelsim.workload.ir import int_type
 from accelsim.workload.qonnx_import import lower_qonnx
 
 DOMAIN = "qonnx.custom_op.general"
@@ -483,3 +484,32 @@ def test_constant_subgraphs_are_evaluated():
     x = rng.normal(0, 4, (3, 2, 2, 2)).astype(np.float32)
     ref = np.concatenate([run_qonnx(model, x[i:i + 1])["y"] for i in range(3)])
     assert_bit_identical(run_accelsim(model, x), ref)
+
+
+@pytest.mark.parametrize("signed, bits, out_bits, gap", [
+    (0, 8, 8, False), (1, 8, 8, True), (0, 4, 4, True), (0, 3, 12, False)])
+def test_trunc_v1_codes_typed_by_their_range(signed, bits, out_bits, gap):
+    """Brevitas's TruncAvgPool2d -> QuantLinear: AveragePool -> Mul(k*k) -> Trunc v1 (no clamp)
+    feeds the MatMul directly. Its codes are typed by the range the pooled integers give (uint8
+    or int8 here, so an int8 machine runs the MatMul; was int13), and a Trunc scaling up (output
+    bits above input bits) no longer overflows that type."""
+    rng = np.random.default_rng(bits + out_bits)
+    k = 4
+    in_bits = int(np.ceil(np.log2((2 ** bits - 1) * k * k)))
+    inits = {"xs": 2.0 ** -3, "z": 0.0, "b": bits, "ib": in_bits, "ob": out_bits,
+             "kk": float(k * k), "w": rng.normal(0, 1, (4, 3)), "ws": 2.0 ** -4, "b8": 8}
+    pool = (helper.make_node("GlobalAveragePool", ["xq"], ["p"], "pool") if gap else
+            helper.make_node("AveragePool", ["xq"], ["p"], "pool", kernel_shape=[k, k],
+                             strides=[k, k]))
+    nodes = [quant_node("x", "xq", "xs", "z", "b", signed=signed), pool,
+             helper.make_node("Mul", ["p", "kk"], ["pk"], "mul"),
+             helper.make_node("Trunc", ["pk", "xs", "z", "ib", "ob"], ["t"], "trunc",
+                              domain=DOMAIN, rounding_mode="FLOOR"),
+             helper.make_node("Flatten", ["t"], ["f"], "flat"),
+             quant_node("w", "wq", "ws", "z", "b8", narrow=1),
+             helper.make_node("MatMul", ["f", "wq"], ["y"], "fc")]
+    model = make_model(nodes, inits, [2, 4, k, k], [2, 3])
+    x = rng.normal(0, 20, (2, 4, k, k)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+    if out_bits <= in_bits:
+        assert lower_qonnx(model, "t").tensors["t_int"].type == int_type(out_bits, bool(signed))

@@ -400,10 +400,34 @@ def trunc(low: QonnxLowering, node) -> None:
         divisor = np.float32(2.0 ** (in_bits - out_bits))
         lo = hi = None
         out_scale = scale  # v1 rescales by the input scale
-        etype = int_type(max(in_bits, 2) + 1, True)  # no clamp: the input's range, signed
     quantizer = dict(kind="trunc", scale=scale, zero_point=zp, divisor=float(divisor), lo=lo,
                      hi=hi, rounding=mode)
+    if lo is None:  # v1 does not clamp: the type of the codes the input's range gives
+        etype = code_type(low, c, quantizer)
     low.close(node, c, quantizer, etype, out_quant(out_scale, zp, nd), (("mul", out_scale),))
+
+
+def source_range(low: QonnxLowering, c: Chain) -> tuple[int, int]:
+    """The integers a chain's source holds: its type's range; for a pooled sum (an int32
+    accumulator), the sums of the pooled integers' range (what bounds an average pool's Trunc)."""
+    node = next((n for n in reversed(low.nodes) if c.src in n.outputs), None)
+    if node is None or node.op not in ("SumPool", "GlobalAveragePool"):
+        t = low.tensors[c.src].type
+        return t.min, t.max
+    x = low.tensors[node.inputs[0]]
+    count = int(np.prod(node.attrs["kernel_shape"] if node.op == "SumPool" else x.shape[2:]))
+    zp = node.attrs["x_zero_point"]
+    return count * min(x.type.min - zp, 0), count * max(x.type.max - zp, 0)
+
+
+def code_type(low: QonnxLowering, c: Chain, quantizer: dict) -> ElemType:
+    """The smallest integer type of a quantizer's codes over the chain's source range: each float
+    step and the quantizer are monotone, so the extremes come from the range's ends."""
+    ends = [quantize(apply_steps(np.int64(v), c.steps), quantizer) for v in source_range(low, c)]
+    lo, hi = int(min(e.min() for e in ends)), int(max(e.max() for e in ends))
+    if lo >= 0:
+        return int_type(min(max(hi.bit_length(), 2), 32), False)
+    return int_type(min(max(hi.bit_length(), (-lo - 1).bit_length()) + 1, 32), True)
 
 
 @handles("Conv")
