@@ -513,3 +513,17 @@ def test_trunc_v1_codes_typed_by_their_range(signed, bits, out_bits, gap):
     assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
     if out_bits <= in_bits:
         assert lower_qonnx(model, "t").tensors["t_int"].type == int_type(out_bits, bool(signed))
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "AveragePool"])
+def test_average_pool_of_an_integer_graph_input(op):
+    """An integer graph input has no dequantization step to pool with (was an IndexError)."""
+    attrs = dict(kernel_shape=[2, 2], strides=[2, 2]) if op == "AveragePool" else {}
+    nodes = [helper.make_node(op, ["x"], ["p"], "pool", **attrs),
+             quant_node("p", "y", "s", "z", "b", mode="FLOOR")]
+    model = make_model(nodes, {"s": 1.0, "z": 0.0, "b": 8}, [2, 3, 2, 2], [2, 3, 1, 1])
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT8
+    x = np.random.default_rng(0).integers(-128, 128, (2, 3, 2, 2)).astype(np.int8)
+    want = np.floor(x.sum(axis=(2, 3), keepdims=True, dtype=np.int32).astype(np.float32)
+                    / np.float32(4))
+    assert_bit_identical(execute(lower_qonnx(model, "t"), {"x": x})["y"], want)

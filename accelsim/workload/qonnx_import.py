@@ -636,7 +636,7 @@ def global_average_pool(low: QonnxLowering, node) -> None:
     out = low.emit("GlobalAveragePool", node.name, [c.src], f"{node.output[0]}_acc", INT32,
                    x_zero_point=int(c.quant.zero_point[0]))
     n = np.float32(np.prod(t.shape[2:]))
-    low.chains[node.output[0]] = Chain(out, (("mul", c.steps[-1][1]), ("div", n)))
+    low.chains[node.output[0]] = Chain(out, c.steps[-1:] + (("div", n),))
 
 
 @handles("AveragePool")
@@ -656,7 +656,7 @@ def average_pool(low: QonnxLowering, node) -> None:
     out = low.emit("SumPool", node.name, [c.src], f"{node.output[0]}_acc", INT32,
                    x_zero_point=int(c.quant.zero_point[0]), **attrs)
     count = window_counts(t.shape[2:], attrs, cut_at_pads=True).astype(np.float32)
-    low.chains[node.output[0]] = Chain(out, (("mul", c.steps[-1][1]), ("div", count)))
+    low.chains[node.output[0]] = Chain(out, c.steps[-1:] + (("div", count),))
 
 
 @handles(*[op for op in LAYOUT_OPS if op != "MaxPool"])
