@@ -176,3 +176,22 @@ def test_a_custom_layout_flag_that_is_no_boolean_is_refused(capsys, tmp_path):
     path = write(tmp_path / "maybe.cfg", SCALESIM_CFG.read_text() + LAYOUT.format(flag="maybe"))
     code, _, err = run_cli(capsys, "validate", path)
     assert_one_line_error(code, err, f"{path}: [layout] ifmapcustomlayout", "'maybe'")
+
+
+# --- topology CSVs -------------------------------------------------------------------------------
+
+CONV_HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+               "Num Filter, Strides,\n")
+
+
+@pytest.mark.parametrize(("text", "got"), [
+    (CONV_HEADER + "L0, 10, 10, 3, 3, 8, 40, 1\n", 6),
+    ("Layer Name, M, N, K,\n" + "g0, 64, 32, 16\n", 2),
+])
+def test_a_row_without_its_trailing_comma_says_so(capsys, tmp_path, text, got):
+    """SCALE-Sim drops each row's last field; a row written without the trailing comma lost its
+    stride (or K) and the message only said `needs 7 positive integers`."""
+    path = write(tmp_path / "topo.csv", text)
+    code, _, err = run_cli(capsys, "run", EDGE, path)
+    assert_one_line_error(code, err, f"{path}: line 2: {got} values after the layer name",
+                          "end each row with a comma")

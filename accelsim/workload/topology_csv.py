@@ -34,7 +34,12 @@ def _ints(path: Path, lineno: int, fields: list[str], count: int) -> list[int]:
     except ValueError:
         raise WorkloadError(f"{path}: line {lineno}: expected {count} integers after the "
                             f"layer name, got {', '.join(fields[:count])}") from None
-    if len(values) < count or any(v <= 0 for v in values):
+    if len(values) < count:
+        raise WorkloadError(
+            f"{path}: line {lineno}: {len(values)} values after the layer name, needs {count} "
+            "(as in SCALE-Sim, a row's last field is dropped: end each row with a comma)"
+        )
+    if any(v <= 0 for v in values):
         raise WorkloadError(f"{path}: line {lineno}: needs {count} positive integers")
     return values
 
