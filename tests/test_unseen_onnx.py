@@ -286,3 +286,71 @@ def test_bundled_int4_digits_identical(digits_test_set):
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"input": x})[0]
     assert np.array_equal(got, ref)
+
+
+def dq_op_q(op_node, x, q_in, q_out, elem=TensorProto.UINT8, inits=(), opset=13):
+    """x (8-bit) -> DQ -> op_node (reads xf, writes yf) -> Q, as quantize_static writes it."""
+    dtype = np.uint8 if elem == TensorProto.UINT8 else np.int8
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]), op_node,
+             helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    inits = [const("xs", np.float32(q_in[0])), const("xz", dtype(q_in[1])),
+             const("ys", np.float32(q_out[0])), const("yz", dtype(q_out[1])), *inits]
+    return make_model(nodes, [vi("x", elem, x.shape)], vi("y", elem, [None] * x.ndim), inits,
+                      opset=opset)
+
+
+@pytest.mark.parametrize("mode, pads", [
+    ("constant", [0, 0, 1, 2, 0, 0, 2, 0]), ("constant", [0, 1, 0, -1, 0, 0, 1, 1]),
+    ("reflect", [0, 0, 2, 1, 0, 0, 1, 2]), ("edge", [0, 0, 0, 3, 0, 0, 2, 0])])
+@pytest.mark.parametrize("same_q", [True, False])
+def test_qdq_pad(mode, pads, same_q, tmp_path_factory):
+    """DQ -> Pad -> Q (quantize_static's QDQPad): on the integers, the constant 0 as the zero
+    point; a different output Q requantizes."""
+    x = np.random.default_rng(12).integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)
+    node = helper.make_node("Pad", ["xf", "pads"], ["yf"], mode=mode)
+    q_out = (0.05, 17) if same_q else (0.07, 100)
+    model = dq_op_q(node, x, (0.05, 17), q_out, inits=[const("pads", np.array(pads, np.int64))])
+    assert_same(model, {"x": x}, tmp_path_factory)
+
+
+def test_qoperator_pad(tmp_path_factory):
+    """quantize_static's QOperator Pad: on uint8, the constant is the zero point's initializer."""
+    x = np.random.default_rng(13).integers(0, 256, (1, 2, 3, 4), dtype=np.uint8)
+    node = helper.make_node("Pad", ["x", "pads", "z"], ["y"])
+    inits = [const("pads", np.array([0, 0, 1, 1, 0, 0, 2, 1], np.int64)),
+             const("z", np.uint8(77)), const("s", np.float32(0.1))]
+    model = make_model([node, helper.make_node("DequantizeLinear", ["y", "s", "z"], ["yf"])],
+                       [vi("x", TensorProto.UINT8, x.shape)], vi("yf", TensorProto.FLOAT,
+                                                                   [None] * 4), inits)
+    assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("transform, nearest", [
+    ("half_pixel", "round_prefer_floor"), ("asymmetric", "floor"),
+    ("align_corners", "round_prefer_ceil"), ("pytorch_half_pixel", "ceil"),
+    ("tf_half_pixel_for_nn", "round_prefer_floor"), ("half_pixel", "round_prefer_ceil")])
+@pytest.mark.parametrize("scales, sizes", [((1, 1, 2, 2), None), ((1, 1, 3, 1.5), None),
+                                           ((1, 1, 0.5, 0.75), None), (None, (2, 3, 7, 5))])
+def test_qdq_resize_nearest(transform, nearest, scales, sizes, tmp_path_factory):
+    """DQ -> Resize (nearest) -> Q, up and down, by scales and by sizes."""
+    x = np.random.default_rng(14).integers(-128, 128, (2, 3, 6, 8), dtype=np.int8)
+    names = ["xf", "", "scales"] if sizes is None else ["xf", "", "", "sizes"]
+    inits = ([const("scales", np.array(scales, np.float32))] if sizes is None
+             else [const("sizes", np.array(sizes, np.int64))])
+    node = helper.make_node("Resize", names, ["yf"], mode="nearest",
+                            coordinate_transformation_mode=transform, nearest_mode=nearest)
+    model = dq_op_q(node, x, (0.05, -3), (0.05, -3), TensorProto.INT8, inits)
+    assert_same(model, {"x": x}, tmp_path_factory)
+
+
+def test_resize_linear_is_rejected(tmp_path):
+    from test_onnxruntime_agreement import accelsim_run
+
+    from accelsim.errors import UnsupportedError
+
+    x = np.zeros((1, 1, 2, 2), np.uint8)
+    node = helper.make_node("Resize", ["xf", "", "scales"], ["yf"], mode="linear")
+    model = dq_op_q(node, x, (0.1, 0), (0.1, 0),
+                    inits=[const("scales", np.array([1, 1, 2, 2], np.float32))])
+    with pytest.raises(UnsupportedError, match=r"node \S* \(Resize\): mode linear"):
+        accelsim_run(model, {"x": x}, tmp_path)

@@ -28,6 +28,9 @@ Operators and their attributes (the executor's ops in accelsim/ops/ give the exa
     Activation  function (one of those), its attributes: float32 -> float32 as onnxruntime's
                 kernel (ops/activation.py)
     Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity: layout only
+    Pad         pads (begins, then ends; negative crop), mode (constant, reflect, edge, wrap),
+                value (the constant, in the tensor's domain)
+    Resize      nearest only: scales, sizes (but the batch), transform, nearest_mode (ONNX names)
     Sign        to bipolar (+1 where x >= threshold, else -1)
 
 A node's `layer` attribute (optional) names the network layer it belongs to, so that a Conv and

@@ -32,7 +32,7 @@ from accelsim.errors import UnsupportedError, WorkloadError
 from accelsim.ops import REGISTRY
 from accelsim.ops.activation import FLOAT_FUNCTIONS, lookup_table
 from accelsim.ops.pool import has_empty_windows
-from accelsim.ops.quantize import quantize, requant_multiplier
+from accelsim.ops.quantize import dequantize, quantize, requant_multiplier
 from accelsim.workload.ir import (
     FLOAT32,
     INT8,
@@ -738,16 +738,81 @@ def layout_attrs(low: OnnxLowering, node, shape) -> tuple[str, dict]:
         return "Reshape", dict(shape=tuple(new))
     if op == "Identity":
         return "Identity", {}
+    if op == "Pad":
+        return "Pad", pad_attrs(low, node, a, len(shape))
+    if op == "Resize":
+        return "Resize", resize_attrs(low, node, a, shape)
     raise low.fail(node, "not a layout operator")
 
 
+def pad_attrs(low: OnnxLowering, node, a: dict, rank: int) -> dict:
+    """Pad's pads (begin of every axis, then end; negative ones crop), mode and constant (in the
+    input's domain: a float, or an integer code in QOperator graphs)."""
+    pads = low.opt_const(node, 1, "pads")
+    pads = [int(p) for p in (pads if pads is not None else a.get("pads", ()))]
+    axes = low.opt_const(node, 3, "axes")
+    if axes is not None:
+        full = [0] * (2 * rank)
+        for k, axis in enumerate(int(x) % rank for x in axes):
+            full[axis], full[rank + axis] = pads[k], pads[len(axes) + k]
+        pads = full
+    if len(pads) != 2 * rank:
+        raise low.fail(node, f"pads {pads} do not fit the input's {rank} dimensions")
+    value = low.opt_const(node, 2, "constant_value")
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise low.fail(node, f"mode {mode} is not supported")
+    return dict(pads=tuple(pads), mode=mode,
+                value=(np.asarray(value).reshape(-1)[0] if value is not None
+                       else np.float32(a.get("value", 0.0))))
+
+
+def resize_attrs(low: OnnxLowering, node, a: dict, shape) -> dict:
+    """Resize in nearest mode (a gather, exact on integers): per axis, the scale onnxruntime
+    computes its source coordinates with and the output length."""
+    def text(key, default):
+        v = a.get(key, default)
+        return v.decode() if isinstance(v, bytes) else v
+
+    mode, transform = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
+    if mode != "nearest":
+        raise low.fail(node, f"mode {mode} is not supported (nearest only: it is exact on the "
+                             "integers; linear and cubic interpolate in float)")
+    if transform not in RESIZE_TRANSFORMS or a.get("antialias", 0) or "axes" in a or (
+            text("keep_aspect_ratio_policy", "stretch") != "stretch"):
+        raise low.fail(node, f"coordinate_transformation_mode {transform}, antialias, axes and "
+                             "keep_aspect_ratio_policy other than stretch are not supported")
+    if len(node.input) < 3 and node.op_type == "Resize":
+        raise low.fail(node, "needs scales or sizes")
+    scales = low.opt_const(node, 2, "scales")
+    sizes = low.opt_const(node, 3, "sizes")
+    rank = len(shape)
+    if scales is not None and scales.size:
+        scales = np.asarray(scales, np.float32).reshape(-1)
+        out = [int(np.float32(s) * np.float32(n)) for s, n in zip(scales, shape, strict=True)]
+    elif sizes is not None and sizes.size == rank:
+        out = [int(v) for v in sizes]
+        scales = np.array([np.float32(o) / np.float32(n) for o, n in zip(out, shape, strict=True)],
+                          np.float32)
+    else:
+        raise low.fail(node, "needs constant scales or sizes, one per dimension")
+    if scales.size != rank or scales[0] != 1 or out[0] != shape[0]:
+        raise low.fail(node, f"scales {scales.tolist()} must keep the batch and fit the input")
+    return dict(scales=tuple(float(v) for v in scales), sizes=tuple(out[1:]),
+                transform=transform, nearest_mode=text("nearest_mode", "round_prefer_floor"))
+
+
+RESIZE_TRANSFORMS = ("half_pixel", "asymmetric", "pytorch_half_pixel", "tf_half_pixel_for_nn",
+                     "align_corners")
 LAYOUT_OPS = ("MaxPool", "Flatten", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 
 
-@handles(*LAYOUT_OPS)
+@handles(*LAYOUT_OPS, "Pad", "Resize")
 def layout(low: OnnxLowering, i: int, node) -> None:
     """On integers directly (QOperator), or between a DQ and a Q with equal parameters (QDQ), or
-    on float data (exact in float32 too)."""
+    on float data (exact in float32 too). Pad's constant becomes an integer code between a DQ and
+    a Q: exact when the Q is the DQ's, or when the code dequantizes to the constant (0 does)."""
     src = node.input[0]
     d = low.dq.get(src)
     if d is None:
@@ -759,6 +824,14 @@ def layout(low: OnnxLowering, i: int, node) -> None:
     t = low.tensors[d.int_name]
     op, attrs = layout_attrs(low, node, t.shape)
     found = identical_q(low, node.output[0], d)
+    if op == "Pad":
+        if d.quant.scale.size != 1:
+            raise low.fail(node, "per-channel quantized input")
+        v = np.float32(attrs["value"])
+        code = quantize(v, d.quant.scale[0], d.quant.zero_point[0], t.type.min, t.type.max)
+        if found is None and dequantize(code, d.quant.scale[0], d.quant.zero_point[0]) != v:
+            raise low.fail(node, f"constant_value {v} is no value of the quantized input")
+        attrs["value"] = int(code)
     if op == "MaxPool" and found is None and has_empty_windows(t.shape[2:], attrs):
         # onnxruntime pools the floats: a window of padding only is -FLT_MAX, no integer.
         low.emit(op, node.name, [low.materialize(src)], node.output[0], FLOAT32, **attrs)
