@@ -527,3 +527,29 @@ def test_average_pool_of_an_integer_graph_input(op):
     want = np.floor(x.sum(axis=(2, 3), keepdims=True, dtype=np.int32).astype(np.float32)
                     / np.float32(4))
     assert_bit_identical(execute(lower_qonnx(model, "t"), {"x": x})["y"], want)
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_conv_of_per_channel_scaled_input(multiplier):
+    """FINN's MobileNet-v1 quantizes pointwise outputs per channel (QuantReLU with per-channel
+    scaling) and feeds them to a depthwise Conv: each output channel sums one input channel, so
+    its accumulator has one input scale (was rejected as per-channel quantization). Not so for a
+    Conv summing several input channels."""
+    rng = np.random.default_rng(multiplier)
+    c = 3
+    inits = {"xs": 2.0 ** rng.integers(-5, -1, (1, c, 1, 1)), "z": 0.0, "b4": 4, "b8": 8,
+             "w": rng.normal(0, 1, (c * multiplier, 1, 3, 3)),
+             "ws": 2.0 ** rng.integers(-6, -2, (c * multiplier, 1, 1, 1)), "ys": 0.125}
+    nodes = [quant_node("x", "xq", "xs", "z", "b4", signed=0),
+             quant_node("w", "wq", "ws", "z", "b8", narrow=1),
+             helper.make_node("Conv", ["xq", "wq"], ["acc"], "dw", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], group=c),
+             quant_node("acc", "y", "ys", "z", "b8")]
+    model = make_model(nodes, inits, [2, c, 5, 5], [2, c * multiplier, 5, 5])
+    x = rng.normal(0, 1, (2, c, 5, 5)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+    nodes[2] = helper.make_node("Conv", ["xq", "wq"], ["acc"], "full", kernel_shape=[1, 1])
+    inits["w"] = rng.normal(0, 1, (2, c, 1, 1))
+    inits["ws"] = 2.0 ** -3
+    with pytest.raises(UnsupportedError, match="full.*per-channel quantization"):
+        lower_qonnx(make_model(nodes, inits, [2, c, 5, 5], [2, 2, 5, 5]), "m.onnx")

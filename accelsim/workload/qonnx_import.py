@@ -236,12 +236,14 @@ class QonnxLowering(OnnxLowering):
         return t.astype(np.int64), direction
 
     # ----- compute nodes ---------------------------------------------------------------------
-    def operand(self, node, name: str, what: str) -> Chain:
+    def operand(self, node, name: str, what: str, channel_scales: bool = False) -> Chain:
+        """A quantized operand, per tensor (or with per-channel scales, where allowed)."""
         c = self.chain(node, name)
         if c.quant is None or self.tensors[c.src].type.kind == "float":
             raise self.fail(node, f"{what} {name} is not quantized: put a Quant or BipolarQuant "
                                   "right before it")
-        if c.quant.scale.size != 1 or c.quant.zero_point.size != 1:
+        per_channel = c.quant.scale.size != 1 and not (channel_scales and c.quant.axis == 1)
+        if per_channel or c.quant.zero_point.size != 1:
             raise self.fail(node, f"{what} {name} has per-channel quantization; a compute node "
                                   "needs a per-tensor input scale and zero point")
         return c
@@ -432,7 +434,10 @@ def code_type(low: QonnxLowering, c: Chain, quantizer: dict) -> ElemType:
 
 @handles("Conv")
 def conv(low: QonnxLowering, node) -> None:
-    x = low.operand(node, node.input[0], "input")
+    """A depthwise Conv (one input channel per group) also takes per-channel input scales (FINN's
+    MobileNet-v1 quantizes pointwise outputs per channel): each sum then has one input scale."""
+    depthwise = np.shape(low.consts.get(node.input[1], ()))[1:2] == (1,)
+    x = low.operand(node, node.input[0], "input", channel_scales=depthwise)
     w = low.weights(node, node.input[1], 0)
     attrs = conv_attrs(low, node, w.codes.shape)
     acc = emit_conv(low, node, x.src, f"{node.input[1]}_int", w.codes, w.etype, w.quant, None,
@@ -445,8 +450,12 @@ def conv(low: QonnxLowering, node) -> None:
 
 
 def acc_scale(x: Chain, w: Folded, shape) -> np.ndarray:
-    """float32(x_scale) * float32(w_scale[c]): the real value of one accumulator unit."""
-    return (np.float32(x.quant.scale[0]) * w.quant.scale.astype(np.float32)).reshape(shape)
+    """float32(x_scale) * float32(w_scale[c]): the real value of one accumulator unit (x_scale of
+    the input channel of output channel c's group, if per channel)."""
+    xs = x.quant.scale.astype(np.float32)
+    if xs.size != 1:
+        xs = np.repeat(xs, w.codes.shape[0] // xs.size)
+    return (xs * w.quant.scale.astype(np.float32)).reshape(shape)
 
 
 @handles("MatMul", "Gemm")
