@@ -553,3 +553,32 @@ def test_depthwise_conv_of_per_channel_scaled_input(multiplier):
     inits["ws"] = 2.0 ** -3
     with pytest.raises(UnsupportedError, match="full.*per-channel quantization"):
         lower_qonnx(make_model(nodes, inits, [2, c, 5, 5], [2, 2, 5, 5]), "m.onnx")
+
+
+@pytest.mark.parametrize("pads, stride, dilation, group", [
+    ([1, 1], 1, 1, 1), ([2, 0], 2, 1, 2), ([0, 0], 1, 2, 4)])
+def test_conv1d_and_maxpool1d(pads, stride, dilation, group):
+    """Brevitas's QuantConv1d and MaxPool1d (the RadioML VGG10 in qonnx's test models; both were
+    rejected): each runs as its 2-D form over (1, L) between two reshapes; batch norm, Relu, the
+    pooling of their per-channel steps and the quantizers work on the 3-D values."""
+    rng = np.random.default_rng(sum(pads) + stride + group)
+    c, o, length = 4, 4, 12
+    inits = {"xs": 2.0 ** -4, "z": 0.0, "b8": 8, "b4": 4, "ys": 2.0 ** -2,
+             "w": rng.normal(0, 1, (o, c // group, 3)),
+             "ws": 2.0 ** rng.integers(-6, -2, (o, 1, 1)),
+             "g": rng.uniform(0.5, 2, o), "bt": rng.normal(0, 1, o), "m": rng.normal(0, 1, o),
+             "v": rng.uniform(0.5, 2, o)}
+    nodes = [quant_node("x", "xq", "xs", "z", "b8"),
+             quant_node("w", "wq", "ws", "z", "b4", narrow=1),
+             helper.make_node("Conv", ["xq", "wq"], ["acc"], "conv1d", kernel_shape=[3],
+                              pads=pads, strides=[stride], dilations=[dilation], group=group),
+             helper.make_node("BatchNormalization", ["acc", "g", "bt", "m", "v"], ["bn"], "bn"),
+             helper.make_node("Relu", ["bn"], ["r"], "relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], "pool1d", kernel_shape=[2], strides=[2]),
+             quant_node("p", "y", "ys", "z", "b4", signed=0)]
+    model = ModelWrapper(make_model(nodes, inits, [2, c, length], None))
+    model = model.transform(InferShapes()).model
+    x = rng.normal(0, 2, (2, c, length)).astype(np.float32)
+    got, ref = run_accelsim(model, x), run_qonnx(model, x)["y"]
+    assert_same_values(got, ref)
+    assert [n.op for n in lower_qonnx(model, "t").compute_nodes] == ["Conv"]

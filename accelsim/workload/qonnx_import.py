@@ -439,14 +439,47 @@ def conv(low: QonnxLowering, node) -> None:
     depthwise = np.shape(low.consts.get(node.input[1], ()))[1:2] == (1,)
     x = low.operand(node, node.input[0], "input", channel_scales=depthwise)
     w = low.weights(node, node.input[1], 0)
-    attrs = conv_attrs(low, node, w.codes.shape)
-    acc = emit_conv(low, node, x.src, f"{node.input[1]}_int", w.codes, w.etype, w.quant, None,
+    one_d = w.codes.ndim == 3
+    src, codes, node2 = x.src, w.codes, node
+    if one_d:  # Conv1d: a 2-D Conv over (1, L) between two reshapes
+        src, codes, node2 = to_2d(low, node, x.src), w.codes[:, :, None, :], as_2d(node)
+    attrs = conv_attrs(low, node2, codes.shape, low.tensors[src].shape)
+    acc = emit_conv(low, node2, src, f"{node.input[1]}_int", codes, w.etype, w.quant, None,
                     f"{node.output[0]}_acc", int(x.quant.zero_point[0]), attrs)
-    steps = (("mul", acc_scale(x, w, (-1, 1, 1))),)
+    if one_d:
+        acc = from_2d(low, node, acc)
+    channel = (-1,) + (1,) * (len(low.tensors[acc].shape) - 2)
+    steps = (("mul", acc_scale(x, w, channel)),)
     if len(node.input) > 2 and node.input[2]:
         bias = low.const(node, node.input[2], "bias")
-        steps += (("add", np.asarray(bias, np.float32).reshape(-1, 1, 1)),)
+        steps += (("add", np.asarray(bias, np.float32).reshape(channel)),)
     low.chains[node.output[0]] = Chain(acc, steps)
+
+
+def as_2d(node: onnx.NodeProto) -> onnx.NodeProto:
+    """A 1-D Conv/MaxPool node's 2-D twin over (1, L) (its attributes given a leading 1)."""
+    twin = onnx.NodeProto()
+    twin.CopyFrom(node)
+    for a in twin.attribute:
+        if a.name in ("kernel_shape", "strides", "dilations"):
+            a.ints[:] = [1, *a.ints]
+        elif a.name == "pads":
+            a.ints[:] = [0, a.ints[0], 0, a.ints[1]]
+    return twin
+
+
+def to_2d(low: QonnxLowering, node, src: str) -> str:
+    """(N, C, L) integers as (N, C, 1, L)."""
+    t = low.tensors[src]
+    return low.emit("Reshape", f"{node.name}_to_2d", [src], f"{node.output[0]}_in_2d", t.type,
+                    t.quant, shape=(0, t.shape[1], 1, t.shape[2]))
+
+
+def from_2d(low: QonnxLowering, node, src: str) -> str:
+    """(N, C, 1, L) integers back as (N, C, L)."""
+    t = low.tensors[src]
+    return low.emit("Reshape", f"{node.name}_to_1d", [src], f"{node.output[0]}_1d", t.type,
+                    t.quant, shape=(0, t.shape[1], t.shape[3]))
 
 
 def acc_scale(x: Chain, w: Folded, shape) -> np.ndarray:
@@ -618,15 +651,19 @@ def max_pool(low: QonnxLowering, node) -> None:
     if not non_decreasing(c):
         raise low.fail(node, "max pooling after a decreasing scale (negative multiplier); "
                              "accelsim needs it after the quantizer")
-    if any(np.ndim(p) >= 2 and np.shape(p)[-2:] != (1, 1) for _, p in c.steps):
+    spatial = low.ndim(c) - 2
+    if spatial > 0 and any(any(d != 1 for d in np.shape(p)[-spatial:]) for _, p in c.steps):
         raise low.fail(node, "max pooling after per-pixel parameters")
-    t = low.tensors[c.src]
-    op, attrs = layout_attrs(low, node, t.shape)
+    one_d = spatial == 1  # MaxPool1d: a 2-D MaxPool over (1, L) between two reshapes
+    src, node2 = (to_2d(low, node, c.src), as_2d(node)) if one_d else (c.src, node)
+    t = low.tensors[src]
+    op, attrs = layout_attrs(low, node2, t.shape)
     if has_empty_windows(t.shape[2:], attrs):
         raise low.fail(node, "a window reads only padding (qonnx gives -FLT_MAX there, which "
                              "no integer stands for); reduce the dilations or pads")
-    out = low.emit(op, node.name, [c.src], f"{node.output[0]}_int", t.type, t.quant, **attrs)
-    low.chains[node.output[0]] = Chain(out, c.steps, c.quant)
+    out = low.emit(op, node.name, [src], f"{node.output[0]}_int", t.type, t.quant, **attrs)
+    low.chains[node.output[0]] = Chain(from_2d(low, node, out) if one_d else out, c.steps,
+                                       c.quant)
 
 
 def pooled(low: QonnxLowering, node) -> Chain:
