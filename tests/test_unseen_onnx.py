@@ -354,3 +354,46 @@ def test_resize_linear_is_rejected(tmp_path):
                     inits=[const("scales", np.array([1, 1, 2, 2], np.float32))])
     with pytest.raises(UnsupportedError, match=r"node \S* \(Resize\): mode linear"):
         accelsim_run(model, {"x": x}, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("shape, axis, opset", [((3, 10), -1, 13), ((2, 5, 3, 4), 1, 13),
+                                                ((4, 1000), None, 13), ((2, 3, 4), 1, 11),
+                                                ((2, 3, 4), None, 11)])
+def test_qlinear_softmax(dtype, shape, axis, opset, tmp_path_factory):
+    """QOperator softmax (com.microsoft QLinearSoftmax), as quantize_static writes it (output
+    scale 1/256, zero point 0 or -128), and with other parameters; rows of one dominant value
+    reach onnxruntime's int8 wrap of 128."""
+    rng = np.random.default_rng(15)
+    info = np.iinfo(dtype)
+    elem = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    for x_scale, y_scale, y_zp in [(0.1, 1 / 256, info.min), (0.9, 1 / 256, info.min),
+                                   (0.03, 1 / 200, info.min + 20)]:
+        x = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        x.reshape(-1)[:: 7] = info.max
+        attrs = {"opset": opset} | ({} if axis is None else {"axis": axis})
+        node = helper.make_node("QLinearSoftmax", ["x", "xs", "xz", "ys", "yz"], ["y"],
+                                domain="com.microsoft", **attrs)
+        inits = [const("xs", np.float32(x_scale)), const("xz", dtype(info.min + 50)),
+                 const("ys", np.float32(y_scale)), const("yz", dtype(y_zp))]
+        model = make_model([node], [vi("x", elem, shape)], vi("y", elem, [None] * len(shape)),
+                           inits, ms=True)
+        assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("opset", [11, 13])
+def test_qdq_softmax(dtype, opset, tmp_path_factory):
+    """DQ -> Softmax -> Q (quantize_static's QDQ form; onnxruntime fuses it into
+    QLinearSoftmax, computed in uint8 for int8 graphs), with Softmax's default axis of the
+    opset (1, flattening the rest, before 13)."""
+    rng = np.random.default_rng(16)
+    info = np.iinfo(dtype)
+    elem = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    for x_scale in (0.05, 0.3, 1.1):
+        x = rng.integers(info.min, info.max + 1, (5, 3, 4), dtype=dtype)
+        x[0, 1, 3] = info.max
+        node = helper.make_node("Softmax", ["xf"], ["yf"])
+        model = dq_op_q(node, x, (x_scale, info.min + 30), (1 / 256, info.min), elem,
+                        opset=opset)
+        assert_same(model, {"x": x}, tmp_path_factory)

@@ -21,6 +21,7 @@ Lookup reads table[x - min(x's type)].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -114,3 +115,64 @@ class Activation(Op):
     def run(self, x):
         with np.errstate(over="ignore", invalid="ignore"):
             return [FLOAT_FUNCTIONS[self.attrs["function"]](x.astype(F32), self.attrs).astype(F32)]
+
+
+def softmax_table(x_scale: float, reduce_len: int, signed: bool) -> np.ndarray:
+    """onnxruntime's QLinearSoftmax table (float32 exp of each code's offset from the largest,
+    shifted up so that sums of reduce_len entries stay finite), computed in double as it does:
+    entry uint8(i - 128) (signed) or i holds exp((i - 255 + shift) * x_scale)."""
+    s = float(np.float32(x_scale))
+    shift = max(0.0, math.log(float(np.float32(np.finfo(F32).max) / F32(reduce_len))) - 5) / s
+    table = np.empty(256, F32)
+    for i in range(256):
+        table[(i - 128) & 0xFF if signed else i] = F32(math.exp((i - 255 + shift) * s))
+    return table
+
+
+@register
+class Softmax(Op):
+    """QLinearSoftmax as onnxruntime's CPU kernel computes it (and its DQ -> Softmax -> Q fusion),
+    along `axis` (opset 13: that axis; before: the axes from it on, flattened):
+
+        t = softmax_table(x_scale, D) read at (x - max(x) + 255) mod 256 (uint8 / int8 rows),
+        sum = t summed in order in float32,  y = nearbyint(t * floor(1 / y_scale) / sum) + y_zp,
+        saturated high (y is never below the zero point). int8 QDQ graphs run in uint8
+        (`uint8_domain`, see QLinearOp).
+    """
+
+    op_type = "Softmax"
+
+    def run(self, x):
+        a = self.attrs
+        t = self.out_tensors[0].type
+        signed = x.dtype == np.int8 and not a.get("uint8_domain")
+        if a.get("uint8_domain"):
+            x = (x.astype(np.int16) + 128).astype(np.uint8)
+        axis = a["axis"] % x.ndim
+        if a["opset"] >= 13:
+            rows = np.moveaxis(x, axis, -1)
+            back = rows.shape
+            rows = rows.reshape(-1, back[-1])
+        else:
+            back = x.shape
+            rows = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+        table = softmax_table(a["x_scale"], rows.shape[1], signed)
+        v = rows.astype(np.int64)
+        index = (v - v.max(axis=1, keepdims=True) + (127 if signed else 255)) & 0xFF
+        e = table[index]
+        total = np.zeros(len(e), F32)
+        for k in range(e.shape[1]):
+            total = total + e[:, k]
+        y_zp = int(a["y_zero_point"]) + (128 if a.get("uint8_domain") else 0)
+        q = np.rint(np.divide(e * np.floor(F32(1) / F32(a["y_scale"])), total[:, None],
+                              dtype=F32)).astype(np.int64) + y_zp
+        if signed:
+            y = np.minimum(q, 127).astype(np.int8)
+        else:
+            y = np.minimum(q, 255).astype(np.uint8)
+        if a.get("uint8_domain"):
+            y = (y.astype(np.int16) - 128).astype(np.int8)
+        y = y.reshape(back)
+        if a["opset"] >= 13:
+            y = np.moveaxis(y, -1, axis)
+        return [np.ascontiguousarray(y).astype(t.storage)]

@@ -27,6 +27,8 @@ Operators and their attributes (the executor's ops in accelsim/ops/ give the exa
                 quantized form of Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu
     Activation  function (one of those), its attributes: float32 -> float32 as onnxruntime's
                 kernel (ops/activation.py)
+    Softmax     quantized (onnxruntime's QLinearSoftmax): axis, opset (13: that axis; before: the
+                axes from it on), x_scale, y_scale, y_zero_point, uint8_domain
     Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity: layout only
     Pad         pads (begins, then ends; negative crop), mode (constant, reflect, edge, wrap),
                 value (the constant, in the tensor's domain)

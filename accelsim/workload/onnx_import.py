@@ -284,7 +284,7 @@ HANDLERS: dict[str, Handler] = {}
 QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
     "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
-    "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
+    "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax",
 }
 
 
@@ -922,3 +922,38 @@ def activation(low: OnnxLowering, i: int, node) -> None:
         raise low.fail(node, f"input {node.input[0]} is an integer tensor, not a float one")
     low.emit("Activation", node.name, [x], node.output[0], FLOAT32, function=node.op_type,
              **attrs_of(node))
+
+
+def emit_softmax(low: OnnxLowering, node, x: str, x_quant: Quant, y_quant: Quant,
+                 y_type: ElemType, out: str, opset: int, axis: int | None,
+                 uint8_domain: bool) -> None:
+    x_type = low.tensors[x].type
+    if x_type.kind != "int" or x_type.bits != 8 or x_type != y_type:
+        raise low.fail(node, "only 8-bit quantized input and output of one type are supported")
+    if x_quant.scale.size != 1 or y_quant.scale.size != 1:
+        raise low.fail(node, "per-channel quantization is not supported")
+    low.emit("Softmax", node.name, [x], out, y_type, y_quant, opset=opset,
+             axis=-1 if axis is None else axis,
+             x_scale=float(x_quant.scale[0]), y_scale=float(y_quant.scale[0]),
+             y_zero_point=int(y_quant.zero_point[0]), uint8_domain=uint8_domain)
+
+
+@handles("QLinearSoftmax")
+def qlinear_softmax(low: OnnxLowering, i: int, node) -> None:
+    inp = list(node.input) + [""] * (5 - len(node.input))
+    a = attrs_of(node)
+    x = low.value(node, inp[0])
+    emit_softmax(low, node, x, low.qparams(node, inp[1], inp[2]),
+                 low.qparams(node, inp[3], inp[4]), low.tensors[x].type, node.output[0],
+                 int(a.get("opset", 13)), a.get("axis"), False)
+
+
+@handles("Softmax")
+def qdq_softmax(low: OnnxLowering, i: int, node) -> None:
+    """onnxruntime fuses DQ -> Softmax -> Q into QLinearSoftmax (int8 graphs in uint8), with
+    Softmax's axis (ONNX's default: 1 before opset 13, -1 from it; QLinearSoftmax's is -1)."""
+    d = dq_input(low, node, node.input[0])
+    q, y_quant, y_type = fused_output(low, i, node)
+    opset = next((o.version for o in low.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    emit_softmax(low, node, d.int_name, d.quant, y_quant, y_type, q.output[0], opset,
+                 attrs_of(node).get("axis", -1 if opset >= 13 else 1), y_type == INT8)
