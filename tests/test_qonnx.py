@@ -331,6 +331,7 @@ def test_bad_scale_names_the_node(scale):
     ("padding_window", "pool.*MaxPool.*only padding"),
     ("scales_apart", "add.*Add.*not a power of two apart"),
     ("concat_unlike", "cat.*Concat.*quantized alike"),
+    ("per_column", "pool.*MaxPool.*per-pixel"),
 ])
 def test_unsupported_names_node_and_need(case, match):
     inits = {"s": 0.5, "s3": 0.3, "z": 0.0, "b": 8, "w": np.ones((2, 2))}
@@ -339,6 +340,12 @@ def test_unsupported_names_node_and_need(case, match):
         nodes[0].op_type = "Conv"
         inits["w"] = np.ones((2, 2, 1, 1))
         shape = [1, 2, 1, 1]
+    elif case == "per_column":  # a (W,) parameter varies along the pooled axis (was a traceback)
+        inits["col"] = np.array([0.5, 2.0])
+        nodes = [quant_node("x", "a", "s", "z", "b"),
+                 helper.make_node("Mul", ["a", "col"], ["m"], "mul"),
+                 helper.make_node("MaxPool", ["m"], ["y"], "pool", kernel_shape=[2, 2])]
+        shape = [1, 2, 2, 2]
     elif case == "padding_window":
         nodes = [quant_node("x", "a", "s", "z", "b"),
                  helper.make_node("MaxPool", ["a"], ["y"], "pool", kernel_shape=[2, 2],
