@@ -589,3 +589,30 @@ def test_conv1d_and_maxpool1d(pads, stride, dilation, group):
     got, ref = run_accelsim(model, x), run_qonnx(model, x)["y"]
     assert_same_values(got, ref)
     assert [n.op for n in lower_qonnx(model, "t").compute_nodes] == ["Conv"]
+
+
+@pytest.mark.parametrize("keepdims, axes_input, per_channel", [
+    (0, False, False), (1, False, True), (0, True, True)])
+def test_reduce_mean_over_space(keepdims, axes_input, per_channel):
+    """torch's x.mean((2, 3)) exports ReduceMean (axes an attribute, or an input from opset 18):
+    a global average pool on the integers, then (N, C) without keepdims (was rejected)."""
+    rng = np.random.default_rng(keepdims + 2 * axes_input)
+    c = 3
+    inits = {"xs": 2.0 ** rng.integers(-4, -1, (1, c, 1, 1) if per_channel else ()),
+             "z": 0.0, "b4": 4, "w": rng.normal(0, 1, (c, 2)), "ws": 2.0 ** -3}
+    mean = (helper.make_node("ReduceMean", ["xq", "axes"], ["m"], "mean", keepdims=keepdims)
+            if axes_input else
+            helper.make_node("ReduceMean", ["xq"], ["m"], "mean", axes=[-2, -1],
+                             keepdims=keepdims))
+    nodes = [quant_node("x", "xq", "xs", "z", "b4", signed=0), mean,
+             quant_node("m", "y" if keepdims else "mq", "xs" if keepdims else "ws", "z", "b4")]
+    if not keepdims:
+        nodes += [quant_node("w", "wq", "ws", "z", "b4", narrow=1),
+                  helper.make_node("MatMul", ["mq", "wq"], ["y"], "fc")]
+    model = make_model(nodes, inits, [2, c, 3, 5], None)
+    if axes_input:
+        model.opset_import[0].version = 18
+        model.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64),
+                                                               "axes"))
+    x = rng.normal(0, 2, (2, c, 3, 5)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])

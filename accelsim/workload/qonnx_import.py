@@ -676,13 +676,37 @@ def pooled(low: QonnxLowering, node) -> Chain:
 
 @handles("GlobalAveragePool")
 def global_average_pool(low: QonnxLowering, node) -> None:
+    low.chains[node.output[0]] = global_pool(low, node)
+
+
+def global_pool(low: QonnxLowering, node) -> Chain:
     """sum(q - zero_point) on the integers, then qonnx's float steps: * scale, / (H * W)."""
     c = pooled(low, node)
     t = low.tensors[c.src]
     out = low.emit("GlobalAveragePool", node.name, [c.src], f"{node.output[0]}_acc", INT32,
                    x_zero_point=int(c.quant.zero_point[0]))
     n = np.float32(np.prod(t.shape[2:]))
-    low.chains[node.output[0]] = Chain(out, c.steps[-1:] + (("div", n),))
+    return Chain(out, c.steps[-1:] + (("div", n),))
+
+
+@handles("ReduceMean")
+def reduce_mean(low: QonnxLowering, node) -> None:
+    """torch's x.mean((2, 3)): a global average pool (onnxruntime's ReduceMean also divides the
+    sum by the count), reshaped to (N, C) without keepdims."""
+    a = attrs_of(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = low.const(node, node.input[1], "axes")
+    nd = low.ndim(low.chain(node, node.input[0]))
+    if nd != 4 or axes is None or sorted(int(d) % nd for d in np.ravel(axes)) != [2, 3]:
+        raise low.fail(node, "only the mean over the two spatial axes of an NCHW tensor is "
+                             "supported")
+    c = global_pool(low, node)
+    if a.get("keepdims", 1):
+        low.chains[node.output[0]] = c
+    else:
+        move_chain(low, node, c, "Reshape", dict(shape=(0, low.tensors[c.src].shape[1])),
+                   f"{node.name}_squeeze")
 
 
 @handles("AveragePool")
@@ -718,7 +742,15 @@ def layout(low: QonnxLowering, node) -> None:
         # The file's batch size written out (x.view(x.size(0), -1) as exported, then folded):
         # copied from the input instead, so that other batch sizes run.
         attrs["shape"] = (0,) + attrs["shape"][1:]
-    out = low.emit(op, node.name, [c.src], f"{node.output[0]}_int", t.type, **attrs)
+    move_chain(low, node, c, op, attrs)
+
+
+def move_chain(low: QonnxLowering, node, c: Chain, op: str, attrs: dict,
+               name: str | None = None) -> None:
+    """A layout op (IR node `name`, default the node's) on a chain's integers; per-element
+    parameters move with the data."""
+    t = low.tensors[c.src]
+    out = low.emit(op, name or node.name, [c.src], f"{node.output[0]}_int", t.type, **attrs)
     new_shape = low.tensors[out].shape
     if not new_shape or new_shape[0] != t.shape[0] or (op == "Transpose" and attrs["perm"][0]):
         raise low.fail(node, "moves the batch axis")
