@@ -397,3 +397,34 @@ def test_qdq_softmax(dtype, opset, tmp_path_factory):
         model = dq_op_q(node, x, (x_scale, info.min + 30), (1 / 256, info.min), elem,
                         opset=opset)
         assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("params", ["float", "dequantized"])
+def test_unfused_batch_norm(params, tmp_path_factory):
+    """DQ -> BatchNormalization -> Q: quantize_static keeps an unfused batch norm in float (its
+    scale and B quantized and dequantized in QDQ form); onnxruntime computes it in float32."""
+    rng = np.random.default_rng(17)
+    c = 6
+    x = rng.integers(0, 256, (2, c, 5, 7), dtype=np.uint8)
+    scale = (rng.random(c) + 0.5).astype(np.float32)
+    bias = (rng.standard_normal(c) * 0.3).astype(np.float32)
+    inits = [const("mean", (rng.standard_normal(c) * 0.2).astype(np.float32)),
+             const("var", (rng.random(c) + 0.2).astype(np.float32))]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"])]
+    if params == "float":
+        inits += [const("scale", scale), const("bias", bias)]
+    else:
+        for name, v in (("scale", scale), ("bias", bias)):
+            s = np.float32(np.abs(v).max() / 127)
+            inits += [const(f"{name}_q", np.round(v / s).astype(np.int8)),
+                      const(f"{name}_s", s), const(f"{name}_z", np.int8(0))]
+            nodes.append(helper.make_node("DequantizeLinear",
+                                          [f"{name}_q", f"{name}_s", f"{name}_z"], [name]))
+    nodes += [helper.make_node("BatchNormalization", ["xf", "scale", "bias", "mean", "var"],
+                               ["yf"], epsilon=1e-3),
+              helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    inits += [const("xs", np.float32(0.02)), const("xz", np.uint8(128)),
+              const("ys", np.float32(0.015)), const("yz", np.uint8(120))]
+    model = make_model(nodes, [vi("x", TensorProto.UINT8, x.shape)],
+                       vi("y", TensorProto.UINT8, [None] * 4), inits, opset=15)
+    assert_same(model, {"x": x}, tmp_path_factory)

@@ -1,4 +1,5 @@
-"""Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Mul, IntegerAdd, Concat."""
+"""Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Mul, IntegerAdd, Concat;
+BatchNormalization in float32."""
 
 from __future__ import annotations
 
@@ -169,3 +170,18 @@ class Concat(Op):
                              t.min, t.max)
                 parts.append(q.astype(t.storage))
         return [np.concatenate(parts, axis=at["axis"]).astype(out_storage(self))]
+
+
+@register
+class BatchNormalization(Op):
+    """Inference batch norm in float32 as onnxruntime computes it: y = x * scale[c] + bias[c], a
+    multiply then an add (no FMA), with scale = scale0 / sqrt(var + eps) and
+    bias = B - mean * scale folded by the importer (channel axis 1)."""
+
+    op_type = "BatchNormalization"
+
+    def run(self, x):
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        scale = np.asarray(self.attrs["scale"], np.float32).reshape(shape)
+        bias = np.asarray(self.attrs["bias"], np.float32).reshape(shape)
+        return [np.multiply(x, scale, dtype=np.float32) + bias]

@@ -23,6 +23,7 @@ Operators and their attributes (the executor's ops in accelsim/ops/ give the exa
                 scales and zero points (see accelsim/ops/)
     SumPool, IntegerAdd: exact integer window sums and shifted residual sums (QONNX graphs)
     Relu, Clip  integer bounds in the quantized domain: lo, hi
+    BatchNormalization  float32 y = x * scale[c] + bias[c] (folded as onnxruntime folds them)
     Lookup      table: one output code per input code (8-bit input; y = table[x - min]), the
                 quantized form of Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu
     Activation  function (one of those), its attributes: float32 -> float32 as onnxruntime's

@@ -32,7 +32,7 @@ from accelsim.errors import UnsupportedError, WorkloadError
 from accelsim.ops import REGISTRY
 from accelsim.ops.activation import FLOAT_FUNCTIONS, lookup_table
 from accelsim.ops.pool import has_empty_windows
-from accelsim.ops.quantize import dequantize, quantize, requant_multiplier
+from accelsim.ops.quantize import channel_view, dequantize, quantize, requant_multiplier
 from accelsim.workload.ir import (
     FLOAT32,
     INT8,
@@ -957,3 +957,35 @@ def qdq_softmax(low: OnnxLowering, i: int, node) -> None:
     opset = next((o.version for o in low.model.opset_import if o.domain in ("", "ai.onnx")), 13)
     emit_softmax(low, node, d.int_name, d.quant, y_quant, y_type, q.output[0], opset,
                  attrs_of(node).get("axis", -1 if opset >= 13 else 1), y_type == INT8)
+
+
+def float_const(low: OnnxLowering, node, name: str, what: str) -> np.ndarray:
+    """A float32 constant operand: an initializer, or the DequantizeLinear of a constant
+    (quantize_static's QDQ form of a batch norm's scale and bias), dequantized exactly."""
+    d = low.dq.get(name)
+    if d is not None and low.tensors[d.int_name].is_const:
+        data = low.tensors[d.int_name].data
+        return dequantize(data, channel_view(d.quant.scale, data.ndim, d.quant.axis),
+                          channel_view(d.quant.zero_point, data.ndim, d.quant.axis))
+    value = low.const(node, name, what)
+    if value.dtype != np.float32:
+        raise low.fail(node, f"{what} ({name}) must be float32")
+    return value
+
+
+@handles("BatchNormalization")
+def batch_norm(low: OnnxLowering, i: int, node) -> None:
+    """An unfused batch norm stays float between its DQ and Q in onnxruntime: so here too, with
+    onnxruntime's float32 folding of its parameters (accelsim.ops.elementwise)."""
+    a = attrs_of(node)
+    if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+        raise low.fail(node, "training mode is not supported")
+    x = low.materialize(node.input[0])
+    if low.tensors[x].type.kind != "float":
+        raise low.fail(node, f"input {node.input[0]} must be float (behind a DequantizeLinear)")
+    scale, bias, mean, var = (float_const(low, node, node.input[k], what) for k, what in
+                              enumerate(("scale", "B", "mean", "var"), start=1))
+    f32 = np.float32
+    new_scale = (f32(1) / np.sqrt(var + f32(a.get("epsilon", 1e-5)))) * scale
+    low.emit("BatchNormalization", node.name, [x], node.output[0], FLOAT32,
+             scale=new_scale.astype(f32), bias=(bias - mean * new_scale).astype(f32))
