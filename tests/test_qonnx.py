@@ -392,6 +392,24 @@ def test_linear_weights_transposed_after_their_quantizer(per_channel, binary):
     assert_bit_identical(run_accelsim(model, x), run_qonnx(model, x)["y"])
 
 
+@pytest.mark.parametrize("version, zp", [(1, 2), (1, -3), (2, 2), (2, 8)])
+def test_trunc_with_a_zero_point(version, zp):
+    """An asymmetric quantizer's zero point reaches its TruncAvgPool's Trunc (was rejected): v1
+    dequantizes by it, v2 by it divided by the shift (2 / 4: fractional)."""
+    rng = np.random.default_rng(zp + 10 * version)
+    inits = {"s": 2.0 ** -3, "zp": float(zp), "b": 8, "ib": 10, "ob": 8, "os": 2.0 ** -1,
+             "k": 4.0}
+    inputs = ["pk", "s", "zp", "ib"] + (["os", "ob"] if version == 2 else ["ob"])
+    nodes = [quant_node("x", "xq", "s", "zp", "b", signed=0),
+             helper.make_node("AveragePool", ["xq"], ["p"], "pool", kernel_shape=[2, 2]),
+             helper.make_node("Mul", ["p", "k"], ["pk"], "mul"),
+             helper.make_node("Trunc", inputs, ["y"], "trunc", domain=DOMAIN,
+                              rounding_mode="FLOOR")]
+    model = make_model(nodes, inits, [2, 3, 4, 4], [2, 3, 3, 3], qonnx_opset=version)
+    x = rng.normal(0, 8, (2, 3, 4, 4)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
 @pytest.mark.parametrize("domain, version", [(DOMAIN, 2), ("onnx.brevitas", 1)])
 def test_trunc_version_is_its_own_domains(domain, version):
     """qonnx runs a custom node at its own domain's opset version; a model may import several
@@ -616,3 +634,172 @@ def test_reduce_mean_over_space(keepdims, axes_input, per_channel):
                                                                "axes"))
     x = rng.normal(0, 2, (2, c, 3, 5)).astype(np.float32)
     assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
+# ----- random Brevitas-like graphs ---------------------------------------------------------------
+class RandomGraph:
+    """A small random graph shaped like a Brevitas export: an input quantizer, then blocks (conv
+    with batch norm/Relu and an activation quantizer, depthwise conv of per-channel scaled input,
+    max pool, TruncAvgPool, residual add, concat, linear with Gemm or Quant -> Transpose ->
+    MatMul), every rounding mode, signedness, narrow range and bit width 1-8, power-of-two scales
+    (so qonnx's float sums are exact), zero points, per-channel weights; batch 2."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.k, self.per_channel = [], {}, 0, False
+        c, h, w = (int(v) for v in self.rng.integers(1, 5, 3) + [0, 4, 4])
+        self.x_shape = [2, c, h, w]
+        name, self.shape = self.act_quant("x", c, per_tensor=True), list(self.x_shape)
+        for _ in range(int(self.rng.integers(2, 5))):
+            if len(self.shape) == 2:
+                break
+            block = self.rng.choice(["conv", "conv", "dwconv", "maxpool", "avgpool", "residual",
+                                     "concat", "linear"])
+            name = getattr(self, block)(name)
+        self.out = name
+
+    def model(self) -> onnx.ModelProto:
+        self.nodes[-1].output[0] = "y"
+        return make_model(self.nodes, self.inits, self.x_shape, None)
+
+    def const(self, value) -> str:
+        self.k += 1
+        self.inits[f"c{self.k}"] = value
+        return f"c{self.k}"
+
+    def node(self, op: str, inputs: list, **attrs) -> str:
+        self.k += 1
+        domain = DOMAIN if op in ("Quant", "BipolarQuant", "Trunc") else ""
+        self.nodes.append(helper.make_node(op, inputs, [f"v{self.k}"], f"{op}_{self.k}",
+                                           domain=domain, **attrs))
+        return f"v{self.k}"
+
+    def pow2(self, lo: int, hi: int, shape=()) -> np.ndarray:
+        return 2.0 ** self.rng.integers(lo, hi + 1, shape)
+
+    def act_quant(self, x: str, c: int, per_tensor: bool = False, bits=None) -> str:
+        rng = self.rng
+        bits = bits or int(rng.choice([1, 2, 3, 4, 5, 8, 8]))
+        shape = (1, c, 1, 1) if not per_tensor and rng.random() < 0.3 else ()
+        self.per_channel = bool(shape)
+        if bits == 1:
+            return self.node("BipolarQuant", [x, self.const(self.pow2(-2, 0, shape))])
+        signed = int(rng.random() < 0.5)
+        zp = float(rng.integers(0, 3)) if rng.random() < 0.3 else 0.0
+        self.q = dict(bits=bits, signed=signed, zp=zp, scale=self.pow2(-5, -1, shape))
+        return self.node("Quant", [x, self.const(self.q["scale"]), self.const(zp),
+                                   self.const(bits)], signed=signed,
+                         narrow=int(rng.random() < 0.3), rounding_mode=str(rng.choice(MODES)))
+
+    def weights(self, shape, axis: int) -> str:
+        per_channel = [1] * len(shape)
+        per_channel[axis] = shape[axis]
+        scale = self.pow2(-7, -2, tuple(per_channel) if self.rng.random() < 0.5 else ())
+        w = self.const(self.rng.normal(0, 1, shape))
+        if self.rng.random() < 0.2:
+            return self.node("BipolarQuant", [w, self.const(scale)])
+        return self.node("Quant", [w, self.const(scale), self.const(0.0),
+                                   self.const(int(self.rng.integers(2, 9)))], signed=1,
+                         narrow=int(self.rng.random() < 0.5), rounding_mode="ROUND")
+
+    def activation(self, x: str, c: int) -> str:
+        """Batch norm and/or Relu, then the activation quantizer."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            params = [rng.uniform(0.5, 2, c), rng.normal(0, 1, c), rng.normal(0, 1, c),
+                      rng.uniform(0.5, 2, c)]
+            x = self.node("BatchNormalization", [x] + [self.const(p) for p in params])
+        if rng.random() < 0.6:
+            x = self.node("Relu", [x])
+        return self.act_quant(x, c)
+
+    def conv(self, x: str, depthwise: bool = False) -> str:
+        rng = self.rng
+        n, c, h, w = self.shape
+        k = int(min(rng.choice([1, 3]), h, w))
+        group = c if depthwise else 1
+        if self.per_channel and not depthwise:  # a full Conv needs a per-tensor input scale
+            x = self.act_quant(x, c, per_tensor=True)
+        o = c * int(rng.integers(1, 3)) if depthwise else int(rng.integers(1, 6))
+        stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, k))
+        inputs = [x, self.weights((o, c // group, k, k), 0)]
+        if rng.random() < 0.5:
+            inputs.append(self.const(rng.normal(0, 1, o)))
+        y = self.node("Conv", inputs, kernel_shape=[k, k], strides=[stride, stride],
+                      pads=[pad] * 4, group=group)
+        self.shape = [n, o, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1]
+        return self.activation(y, o)
+
+    def dwconv(self, x: str) -> str:
+        return self.conv(self.act_quant(x, self.shape[1]), depthwise=True)
+
+    def maxpool(self, x: str) -> str:
+        n, c, h, w = self.shape
+        k = int(min(2, h, w))
+        self.shape = [n, c, (h - k) // k + 1, (w - k) // k + 1]
+        return self.node("MaxPool", [x], kernel_shape=[k, k], strides=[k, k])
+
+    def avgpool(self, x: str) -> str:
+        """TruncAvgPool2d: Quant -> AveragePool -> Mul(k * k) -> Trunc."""
+        n, c, h, w = self.shape
+        k = int(min(2, h, w))
+        x = self.act_quant(x, c, per_tensor=True, bits=int(self.rng.integers(2, 9)))
+        q = self.q
+        in_bits = int(np.ceil(np.log2((2 ** q["bits"] - 1) * k * k)))
+        y = self.node("AveragePool", [x], kernel_shape=[k, k], strides=[k, k])
+        y = self.node("Mul", [y, self.const(float(k * k))])
+        self.shape = [n, c, (h - k) // k + 1, (w - k) // k + 1]
+        return self.node("Trunc", [y, self.const(q["scale"]), self.const(q["zp"]),
+                                   self.const(in_bits), self.const(q["bits"])],
+                         rounding_mode=str(self.rng.choice(["FLOOR", "ROUND", "CEIL"])))
+
+    def residual(self, x: str) -> str:
+        """Add(a, Quant(Conv(a))) with scales a power of two apart, then Relu and a quantizer."""
+        c = self.shape[1]
+        a = self.act_quant(x, c, per_tensor=True, bits=int(self.rng.integers(2, 9)))
+        q = self.q
+        y = self.node("Conv", [a, self.weights((c, c, 3, 3), 0)], kernel_shape=[3, 3],
+                      pads=[1, 1, 1, 1])
+        b = self.node("Quant", [y, self.const(q["scale"] * self.pow2(-2, 2)),
+                                self.const(q["zp"]), self.const(8)], signed=1, narrow=0,
+                      rounding_mode="ROUND")
+        return self.activation(self.node("Add", [a, b]), c)
+
+    def concat(self, x: str) -> str:
+        """Two branches quantized alike (Brevitas shares the quantizer), concatenated."""
+        c = self.shape[1]
+        params = [self.const(self.pow2(-5, -1)), self.const(0.0), self.const(4)]
+        branches = [self.node("Quant", [v] + params, signed=1, narrow=0, rounding_mode="ROUND")
+                    for v in (x, self.node("Relu", [x]))]
+        self.shape[1] = 2 * c
+        return self.node("Concat", branches, axis=1)
+
+    def linear(self, x: str) -> str:
+        rng = self.rng
+        x = self.node("Flatten", [self.act_quant(x, self.shape[1], per_tensor=True)], axis=1)
+        f, o = int(np.prod(self.shape[1:])), int(rng.integers(1, 8))
+        if rng.random() < 0.5:
+            y = self.node("Gemm", [x, self.weights((o, f), 0), self.const(rng.normal(0, 1, o))],
+                          transB=1)
+        else:
+            wt = self.node("Transpose", [self.weights((o, f), 0)], perm=[1, 0])
+            y = self.node("MatMul", [x, wt])
+        self.shape = [self.shape[0], o]
+        return y
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_brevitas_like_graphs(seed, tmp_path):
+    """Random graphs (RandomGraph) as written and through qonnx's cleanup, loaded from their files
+    as a user's would be: bit-identical to qonnx, up to the sign of zero."""
+    from qonnx.util.cleanup import cleanup_model
+
+    graph = RandomGraph(seed)
+    model = ModelWrapper(graph.model()).transform(InferShapes()).model
+    x = graph.rng.normal(0, 2, graph.x_shape).astype(np.float32)
+    for m in (model, cleanup_model(ModelWrapper(model)).model):
+        onnx.save(m, tmp_path / "m.onnx")
+        ir = load_workload(tmp_path / "m.onnx")
+        out = m.graph.output[0].name
+        ref = execute_onnx(ModelWrapper(m), {m.graph.input[0].name: x})[out]
+        assert_same_values(execute(ir, {ir.inputs[0]: x})[out], ref)

@@ -190,7 +190,7 @@ class QonnxLowering(OnnxLowering):
         return z
 
     # ----- closing a chain -------------------------------------------------------------------
-    def close(self, node, c: Chain, quantizer: dict, etype: ElemType, out_quant: Quant,
+    def close(self, node, c: Chain, quantizer: dict, etype: ElemType, out_quant: Quant | None,
               steps_out: tuple) -> None:
         """Emit the integer op computing the quantizer on chain c; its output continues as a
         chain whose steps are the dequantization qonnx applies (steps_out)."""
@@ -385,8 +385,6 @@ def trunc(low: QonnxLowering, node) -> None:
     nd = low.ndim(c)
     scale = trailing(low.scale_of(node, node.input[1]), nd)
     zp = trailing(low.zero_point_of(node, node.input[2]), nd)
-    if np.any(zp != 0):
-        raise low.fail(node, "non-zero zero point; accelsim needs Trunc with zero point 0")
     in_bits = low.scalar_int(node, node.input[3], "input bitwidth")
     if low.custom_opset(node) >= 2:
         out_scale = trailing(low.scale_of(node, node.input[4]), nd)
@@ -397,16 +395,19 @@ def trunc(low: QonnxLowering, node) -> None:
         signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
         lo, hi = int_range(signed, narrow, out_bits)
         etype = int_type(out_bits, signed)
+        out_zp = np.divide(zp, divisor, dtype=np.float32)  # v2 rescales the zero point too
     else:
         out_bits = low.scalar_int(node, node.input[4], "output bitwidth")
         divisor = np.float32(2.0 ** (in_bits - out_bits))
         lo = hi = None
-        out_scale = scale  # v1 rescales by the input scale
+        out_scale, out_zp = scale, zp  # v1 dequantizes as its input
     quantizer = dict(kind="trunc", scale=scale, zero_point=zp, divisor=float(divisor), lo=lo,
                      hi=hi, rounding=mode)
     if lo is None:  # v1 does not clamp: the type of the codes the input's range gives
         etype = code_type(low, c, quantizer)
-    low.close(node, c, quantizer, etype, out_quant(out_scale, zp, nd), (("mul", out_scale),))
+    # A zero point the shift left fractional is no integer zero point for a next Conv.
+    q = out_quant(out_scale, out_zp, nd) if np.all(out_zp == np.round(out_zp)) else None
+    low.close(node, c, quantizer, etype, q, dequant_steps(out_scale, out_zp))
 
 
 def source_range(low: QonnxLowering, c: Chain) -> tuple[int, int]:
