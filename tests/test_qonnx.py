@@ -4,7 +4,8 @@ Agreement is bit-identical float32 outputs (accelsim's outputs are the dequantiz
 returns, replayed on accelsim's integers), and bit-identical integer codes at every quantizer of
 the bundled network, wherever the scales feeding a sum (Conv, MatMul, AveragePool, residual Add)
 are powers of two, so that qonnx's float sums are exact. test_non_power_of_two_scales measures
-and bounds the difference elsewhere.
+and bounds the difference elsewhere. test_random_brevitas_like_graphs runs seeded random graphs
+of the constructs Brevitas exports (RandomGraph), as written and through qonnx's cleanup.
 """
 
 from pathlib import Path

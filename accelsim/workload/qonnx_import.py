@@ -12,7 +12,9 @@ powers of two and the accumulator stays within float32's 24-bit mantissa (the bu
 network is built so); otherwise qonnx's own float sums round, and the two may differ by that
 (tests/test_qonnx.py measures it). Average pooling (SumPool, GlobalAveragePool) and the residual
 Add of two quantized tensors (IntegerAdd, their scales a power of two apart) sum integers the
-same way; a Concat of tensors quantized alike concatenates the integers.
+same way (so does ReduceMean over the spatial axes); a Concat of tensors quantized alike
+concatenates the integers. Conv1d and MaxPool1d run as their 2-D forms over (1, L). Nodes of
+constants only (torch's traced shape arithmetic, Constant) are evaluated at import.
 Anything else is rejected naming the node, its op type and what it would need.
 """
 
