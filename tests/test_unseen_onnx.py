@@ -428,3 +428,30 @@ def test_unfused_batch_norm(params, tmp_path_factory):
     model = make_model(nodes, [vi("x", TensorProto.UINT8, x.shape)],
                        vi("y", TensorProto.UINT8, [None] * 4), inits, opset=15)
     assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 8, 4, 4), (3, 16, 9, 11), (1, 5, 13, 13),
+                                   (2, 24, 1, 3), (1, 6, 2, 2)])
+@pytest.mark.parametrize("source", ["float_input", "after_relu", "dequantized"])
+def test_float_global_average_pool(shape, source, tmp_path_factory):
+    """A GlobalAveragePool that quantize_static leaves in float (its input unquantized, e.g.
+    after an unfused batch norm in QOperator form, or its output the network's): onnxruntime's
+    float32 kernels, whose summation order depends on C and on where the input comes from."""
+    rng = np.random.default_rng(18)
+    inits = [const("s", np.float32(0.07)), const("z", np.uint8(100))]
+    if source != "dequantized":
+        x = (rng.standard_normal(shape) * 10).astype(np.float32)
+        relu = source == "after_relu"
+        nodes = [helper.make_node("Relu", ["x"], ["xr"])] if relu else []
+        nodes += [helper.make_node("GlobalAveragePool", ["xr" if relu else "x"], ["yf"]),
+                  helper.make_node("QuantizeLinear", ["yf", "s", "z"], ["yq"]),
+                  helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+        elem = TensorProto.FLOAT
+    else:
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]),
+                 helper.make_node("GlobalAveragePool", ["xf"], ["y"])]
+        elem = TensorProto.UINT8
+    model = make_model(nodes, [vi("x", elem, shape)], vi("y", TensorProto.FLOAT, [None] * 4),
+                       inits)
+    assert_same(model, {"x": x}, tmp_path_factory)

@@ -172,3 +172,34 @@ class SumPool(Op):
     def run(self, x):
         centred = x.astype(np.int64) - int(self.attrs["x_zero_point"])
         return [window_sums(centred, self.attrs).astype(np.int32)]
+
+
+@register
+class FloatGlobalAveragePool(Op):
+    """onnxruntime's float32 GlobalAveragePool on x86 with AVX2, per (n, c) plane of H*W values:
+    MLAS's global kernel sums 4 lanes (element i into lane i % 4) over the first 4 * (H*W // 4),
+    adds the lanes as (l0 + l2) + (l1 + l3), then the rest in order; its NCHWc kernel (`nchwc`:
+    onnxruntime uses it on a graph input with C a multiple of 8) sums them in order. Either way
+    the sum is divided by H*W."""
+
+    op_type = "FloatGlobalAveragePool"
+
+    @staticmethod
+    def shape(attrs, x):
+        return [(x[0], x[1], 1, 1)]
+
+    def run(self, x):
+        n, c = x.shape[:2]
+        v = x.reshape(n * c, -1).astype(np.float32)
+        size = v.shape[1]
+        if self.attrs.get("nchwc"):
+            total, start = np.zeros(n * c, np.float32), 0
+        else:
+            start = size // 4 * 4
+            lanes = np.zeros((n * c, 4), np.float32)
+            for k in range(0, start, 4):
+                lanes = lanes + v[:, k : k + 4]
+            total = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
+        for k in range(start, size):
+            total = total + v[:, k]
+        return [np.divide(total, np.float32(size), dtype=np.float32).reshape(n, c, 1, 1)]

@@ -236,6 +236,7 @@ class OnnxLowering:
             if vi.name in self.consts:
                 continue
             inputs.append(self.add_graph_input(vi))
+        self.model_inputs = set(inputs)
         for i, node in enumerate(self.onnx_nodes):
             if i in self.consumed:
                 continue
@@ -661,6 +662,16 @@ def qlinear_pool(low: OnnxLowering, i: int, node) -> None:
 
 @handles(*POOLS)
 def qdq_pool(low: OnnxLowering, i: int, node) -> None:
+    """DQ -> pool -> Q, fused by onnxruntime; a GlobalAveragePool elsewhere (on float data that
+    quantize_static left unquantized, or with a float output) runs in float32 as its kernel."""
+    if node.op_type == "GlobalAveragePool" and (
+            node.input[0] not in low.dq or low.sole_q_consumer(node.output[0]) is None):
+        x = low.materialize(node.input[0])
+        if low.tensors[x].type.kind != "float" or len(low.tensors[x].shape) != 4:
+            raise low.fail(node, "only 2-D pooling of a float or dequantized input is supported")
+        low.emit("FloatGlobalAveragePool", node.name, [x], node.output[0], FLOAT32,
+                 nchwc=x in low.model_inputs and low.tensors[x].shape[1] % 8 == 0)
+        return
     x = dq_input(low, node, node.input[0])
     q, y_quant, y_type = fused_output(low, i, node)
     POOLS[node.op_type](low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
