@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT, WORKLOADS, assert_one_line_error
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import accelsim
 from accelsim.cli import main
@@ -195,3 +198,160 @@ def test_a_row_without_its_trailing_comma_says_so(capsys, tmp_path, text, got):
     code, _, err = run_cli(capsys, "run", EDGE, path)
     assert_one_line_error(code, err, f"{path}: line 2: {got} values after the layer name",
                           "end each row with a comma")
+
+
+# --- random machines x small workloads through the whole run ------------------------------------
+
+def fold_formula(df: str, rows: int, cols: int, p: int, k: int, n: int) -> int:
+    """DESIGN.md's compute cycles of a (P x K).(K x N) layer on an R x C array."""
+    def cdiv(a: int, b: int) -> int:
+        return -(-a // b)
+
+    if df == "os":
+        return cdiv(p, rows) * cdiv(n, cols) * (rows + cols + k - 2)
+    if df == "ws":
+        return cdiv(k, rows) * cdiv(n, cols) * (2 * rows + cols + p - 2)
+    return cdiv(k, rows) * cdiv(p, cols) * (2 * rows + cols + n - 2)
+
+
+def formula_cycles(graph, hw) -> dict[str, int]:
+    """Each Conv/MatMul layer's fold-formula cycles, from the graph's shapes (groups apart)."""
+    pe = hw.pe_array
+    out = {}
+    for node in graph.nodes:
+        if node.op not in ("Conv", "MatMul"):
+            continue
+        x, w, y = (graph.tensors[t].shape for t in (*node.inputs[:2], node.outputs[0]))
+        if node.op == "Conv":
+            g = int(node.attrs.get("group", 1))
+            p, k, n = y[0] * y[2] * y[3], w[1] * w[2] * w[3], w[0] // g
+        else:
+            g, p, k, n = 1, math.prod(x[:-1]), w[0], w[1]
+        out[node.layer] = g * fold_formula(pe.dataflow, pe.rows, pe.cols, p, k, n)
+    return out
+
+
+def check_run(data: dict, formula: dict[str, int], exact: bool) -> None:
+    """What every run keeps: cycles = compute + stalls >= the fold formula (equal with unlimited
+    memory), stalls by cause and energy by component sum to their totals, energy >= 0."""
+    layers, totals = data["layers"], data["totals"]
+    assert {r["name"] for r in layers} >= set(formula)
+    for r in layers:
+        assert r["cycles"] == r["compute_cycles"] + r["stall_cycles"], r
+        assert sum(r["stall_breakdown"].values()) == r["stall_cycles"]
+        assert min(r["stall_breakdown"].values()) >= 0
+        assert min(r["energy_breakdown_pj"].values()) >= 0
+        assert math.isclose(sum(r["energy_breakdown_pj"].values()), r["energy_pj"],
+                            rel_tol=1e-9, abs_tol=1e-9)
+        if r["name"] in formula:
+            assert r["compute_cycles"] >= formula[r["name"]], r
+            if exact:
+                assert r["cycles"] == formula[r["name"]], r
+    assert totals["cycles"] == sum(r["cycles"] for r in layers)
+    assert sum(totals["stall_breakdown"].values()) == totals["stall_cycles"]
+    assert math.isclose(sum(totals["energy_breakdown_pj"].values()), totals["energy_pj"],
+                        rel_tol=1e-9)
+
+
+@st.composite
+def buffers(draw, names: tuple[str, ...]) -> dict:
+    out = {}
+    for name in names:
+        banks = draw(st.sampled_from([1, 2, 3, 8]))
+        width = draw(st.sampled_from([8, 24, 64, 256]))
+        row = banks * width // 8
+        out[name] = {
+            "size_kib": row * draw(st.sampled_from([8192, 1024, 3])) / 1024,
+            "banks": banks, "bank_width_bits": width, "ports": draw(st.sampled_from([1, 2])),
+            "double_buffered": draw(st.booleans()),
+            "bank_mapping": draw(st.sampled_from(["interleaved", "contiguous"])),
+            "ecc": draw(st.sampled_from(["none", "secded"])),
+            "error_model": {"mode": draw(st.sampled_from(["persistent", "transient"])),
+                            "effect": draw(st.sampled_from(["flip", "stuck_at_0",
+                                                            "stuck_at_1"]))},
+        }
+    return out
+
+
+@st.composite
+def machines(draw) -> dict:
+    """A hardware YAML: any array shape, dataflow, precisions holding 8-bit operands,
+    accumulator, buffers (one unified or three), memory path and energy model; voltages at
+    nominal, so no run may report corruption."""
+    names = draw(st.sampled_from([("ifmap", "weights", "ofmap"), ("unified",),
+                                  ("weights", "unified")]))
+    extra = draw(st.lists(st.sampled_from(["binary", "int2", "int4"]), unique=True))
+    return {
+        "pe_array": {"rows": draw(st.integers(1, 40)), "cols": draw(st.integers(1, 40)),
+                     "dataflow": draw(st.sampled_from(["os", "ws", "is"])),
+                     "precisions": [draw(st.sampled_from(["int8", "int16"])), *extra],
+                     "accumulator_bits": draw(st.integers(accumulator.MIN_BITS,
+                                                          accumulator.MAX_BITS)),
+                     "accumulator_overflow": draw(st.sampled_from(["wrap", "saturate"]))},
+        "buffers": draw(buffers(names)),
+        "dram": {"bandwidth_bytes_per_cycle": draw(st.sampled_from([None, 0.3, 4, 64])),
+                 "latency_cycles": draw(st.sampled_from([0, 30, 2000])),
+                 "burst_bytes": draw(st.sampled_from([1, 64]))},
+        "interconnect": {"width_bits": draw(st.sampled_from([None, 8, 512])),
+                         "latency_cycles": draw(st.integers(0, 20)),
+                         "hops": draw(st.integers(1, 3))},
+        "energy": {"model": draw(st.sampled_from(["table", "table", "toggles"]))},
+    }
+
+
+@st.composite
+def topologies(draw) -> str:
+    """A SCALE-Sim topology of one or two layers, written the odd ways SCALE-Sim's own are."""
+    if draw(st.booleans()):
+        header = "Layer Name, M, N, K,"
+        rows = [(f"g{i}", *(draw(st.integers(1, 70)) for _ in range(3)))
+                for i in range(draw(st.integers(1, 2)))]
+    else:
+        header = CONV_HEADER.rstrip("\n")
+        rows = []
+        for i in range(draw(st.integers(1, 2))):
+            fh, fw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+            name = f"c{i}DP" if draw(st.integers(0, 5)) == 0 else f"c{i}"
+            rows.append((name, fh + draw(st.integers(0, 9)), fw + draw(st.integers(0, 9)), fh,
+                         fw, draw(st.integers(1, 20)), draw(st.integers(1, 40)),
+                         draw(st.integers(1, 6))))
+    sep = draw(st.sampled_from([",", ", ", " ,\t"]))
+    lines = [header] + [sep.join(map(str, r)) + sep for r in rows]
+    return "\n".join(lines) + draw(st.sampled_from(["\n", "\n\n  \n", ""]))
+
+
+UNLIMITED = {"dram.bandwidth_bytes_per_cycle": None, "dram.latency_cycles": 0,
+             "interconnect.width_bits": None, "interconnect.latency_cycles": 0}
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(machine=machines(), topology=topologies(), network=st.booleans(), seed=st.integers(0, 3))
+def test_random_machines_keep_the_invariants(tmp_path, capsys, machine, topology, network, seed):
+    """`accelsim run` on a random machine and a small topology (or the digits CNN, with its
+    numerics and one fault trial): no traceback; a refusal is one line naming the hardware
+    file; otherwise the invariants hold, the same seed gives the same JSON byte for byte, and
+    with unlimited memory every Conv/MatMul layer takes exactly the fold formula's cycles."""
+    hw_path = write(tmp_path / "machine.yaml", yaml.safe_dump(machine))
+    workload = DIGITS if network else write(tmp_path / "topo.csv", topology)
+    argv = ["run", hw_path, workload, "--json", "--seed", seed]
+    code, out, err = run_cli(capsys, *argv)
+    if code == 2:
+        assert_one_line_error(code, err, str(hw_path))
+        return
+    assert code == 0, err
+    data = json.loads(out)
+    hw = accelsim.load_hardware(hw_path)
+    graph = accelsim.load_workload(workload, seed=seed)
+    check_run(data, formula_cycles(graph, hw), exact=False)
+    if data.get("corruption"):
+        assert data["corruption"]["metrics"]["bits_flipped"]["mean"] == 0
+    assert run_cli(capsys, *argv)[1] == out
+    sets = [f"{k}={'null' if v is None else v}" for k, v in UNLIMITED.items()]
+    sets += [f"buffers.{b}.size_kib=65536" for b in machine["buffers"]]
+    sets += [f"buffers.{b}.ports=100000" for b in machine["buffers"]]
+    code, out, err = run_cli(capsys, "run", hw_path, workload, "--json", "--timing-only",
+                             "--set", "energy.model=table",
+                             *[a for s in sets for a in ("--set", s)])
+    assert code == 0, err
+    check_run(json.loads(out), formula_cycles(graph, hw), exact=True)
