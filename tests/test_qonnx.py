@@ -411,6 +411,16 @@ def test_trunc_with_a_zero_point(version, zp):
     assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
 
 
+def test_trunc_v1_of_the_float_input():
+    """Trunc v1 straight on the float graph input: its codes take int32 (their range is the
+    input's, unknown; was a TypeError while typing them)."""
+    nodes = [helper.make_node("Trunc", ["x", "s", "z", "ib", "ob"], ["y"], "trunc",
+                              domain=DOMAIN, rounding_mode="FLOOR")]
+    model = make_model(nodes, {"s": 0.5, "z": 0.0, "ib": 8, "ob": 4}, [2, 4], [2, 4])
+    x = np.random.default_rng(0).normal(0, 50, (2, 4)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+
+
 @pytest.mark.parametrize("domain, version", [(DOMAIN, 2), ("onnx.brevitas", 1)])
 def test_trunc_version_is_its_own_domains(domain, version):
     """qonnx runs a custom node at its own domain's opset version; a model may import several

@@ -413,12 +413,13 @@ def trunc(low: QonnxLowering, node) -> None:
 
 
 def source_range(low: QonnxLowering, c: Chain) -> tuple[int, int]:
-    """The integers a chain's source holds: its type's range; for a pooled sum (an int32
-    accumulator), the sums of the pooled integers' range (what bounds an average pool's Trunc)."""
+    """The integers a chain's source holds: its type's range (int32's for a float input); for a
+    pooled sum (an int32 accumulator), the sums of the pooled integers' range (what bounds an
+    average pool's Trunc)."""
     node = next((n for n in reversed(low.nodes) if c.src in n.outputs), None)
     if node is None or node.op not in ("SumPool", "GlobalAveragePool"):
         t = low.tensors[c.src].type
-        return t.min, t.max
+        return (t.min, t.max) if t.kind != "float" else (INT32.min, INT32.max)
     x = low.tensors[node.inputs[0]]
     count = int(np.prod(node.attrs["kernel_shape"] if node.op == "SumPool" else x.shape[2:]))
     zp = node.attrs["x_zero_point"]
