@@ -814,3 +814,21 @@ def test_random_brevitas_like_graphs(seed, tmp_path):
         out = m.graph.output[0].name
         ref = execute_onnx(ModelWrapper(m), {m.graph.input[0].name: x})[out]
         assert_same_values(execute(ir, {ir.inputs[0]: x})[out], ref)
+
+
+@pytest.mark.parametrize("narrow", [0, 1])
+def test_unsigned_one_bit_quant_is_binary(narrow):
+    """Brevitas's QuantReLU(bit_width=1) exports an unsigned 1-bit Quant: codes {0, 1} (qonnx
+    clamps to [0, 1 - narrow]), an integer operand of the next Conv; only signed 1-bit is bipolar
+    (was rejected)."""
+    rng = np.random.default_rng(narrow)
+    inits = {"s": 0.5, "z": 0.0, "b1": 1, "b4": 4, "w": rng.normal(0, 1, (3, 2, 3, 3)),
+             "ws": 0.25}
+    nodes = [quant_node("x", "a", "s", "z", "b1", signed=0, narrow=narrow),
+             quant_node("w", "wq", "ws", "z", "b4", narrow=1),
+             helper.make_node("Conv", ["a", "wq"], ["c"], "conv", kernel_shape=[3, 3]),
+             quant_node("c", "y", "s", "z", "b1", signed=0)]
+    model = make_model(nodes, inits, [2, 2, 5, 5], [2, 3, 3, 3])
+    x = rng.normal(0, 1, (2, 2, 5, 5)).astype(np.float32)
+    assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
+    assert lower_qonnx(model, "t").tensors["a_int"].type == int_type(1, False)

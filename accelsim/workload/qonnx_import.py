@@ -321,12 +321,11 @@ def quant(low: QonnxLowering, node) -> None:
     if mode not in ROUNDING:
         raise low.fail(node, f"rounding_mode {mode}; supported: {', '.join(ROUNDING)}")
     bits = low.scalar_int(node, node.input[3], "bitwidth")
-    if not (1 <= bits <= 32) or (bits == 1 and not signed):
-        raise low.fail(node, f"{'signed' if signed else 'unsigned'} {bits}-bit quantization; "
-                             "accelsim supports signed 1 (bipolar) to 32 bits, unsigned 2 to 32")
+    if not 1 <= bits <= 32:
+        raise low.fail(node, f"{bits}-bit quantization; accelsim supports 1 to 32 bits")
     scale = low.scale_of(node, node.input[1])
     zp = low.zero_point_of(node, node.input[2])
-    if bits == 1:
+    if bits == 1 and signed:  # qonnx: bipolar; unsigned 1-bit is binary {0, 1}, an integer
         if np.any(zp != 0):
             raise low.fail(node, "1-bit quantization with a non-zero zero point")
         quantizer = dict(kind="bipolar", scale=scale, zero_point=zp)
