@@ -580,6 +580,7 @@ def _error_line(source: str, exc: ValidationError) -> str:
     err = errors[0]
     parts: list[str] = []
     tp: Any = Hardware
+    parent: Any = Hardware  # the model holding the last part (a union's member, once tagged)
     for seg in err["loc"]:
         seg = str(seg)
         child = _child_type(tp, seg)
@@ -587,16 +588,13 @@ def _error_line(source: str, exc: ValidationError) -> str:
             tp = _tag_model(tp, seg)  # a discriminated union's tag, not a field
             continue
         parts.append(seg)
-        tp = child
+        parent, tp = tp, child
     message = err["msg"]
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, _FieldError):
         parts.append(cause.field)
         message = cause.message
     elif err["type"] == "extra_forbidden":
-        parent = Hardware
-        for seg in parts[:-1]:
-            parent = _child_type(parent, seg)
         message = "unknown key" + _did_you_mean(parts[-1], _field_names(parent))
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {'.'.join(parts) or '(top level)'}: {message}{more}"

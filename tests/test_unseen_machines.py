@@ -355,3 +355,23 @@ def test_random_machines_keep_the_invariants(tmp_path, capsys, machine, topology
                              *[a for s in sets for a in ("--set", s)])
     assert code == 0, err
     check_run(json.loads(out), formula_cycles(graph, hw), exact=True)
+
+
+# --- hardware files ------------------------------------------------------------------------------
+
+def test_a_key_the_chosen_curve_lacks_gets_no_hint_of_itself(capsys):
+    """`points` on the (default) sram_14nm curve was refused as `unknown key (did you mean
+    points?)`: the hint came from every curve kind's fields, not the chosen one's."""
+    code, _, err = run_cli(capsys, "validate", EDGE,
+                           "--set", "buffers.weights.error_model.curve.points=[[0.5, 0.1]]")
+    assert_one_line_error(code, err, f"{EDGE}: buffers.weights.error_model.curve.points: "
+                                     "unknown key")
+    assert "did you mean" not in err
+
+
+def test_a_typo_in_a_tagged_curve_gets_that_curve_s_hint(capsys, tmp_path):
+    path = write(tmp_path / "typo.yaml", "buffers:\n  weights:\n    error_model:\n      curve: "
+                 "{kind: table, points: [[0.8, 0.1], [0.9, 0.0]], extrapolaton: clamp}\n")
+    code, _, err = run_cli(capsys, "validate", path)
+    assert_one_line_error(code, err, f"{path}: buffers.weights.error_model.curve.extrapolaton: "
+                                     "unknown key (did you mean extrapolation?)")
