@@ -28,7 +28,7 @@ def scalesim_output_size(size: int, kernel: int, stride: int) -> int:
     return -(-(size - kernel + stride) // stride)
 
 
-def _ints(path: Path, lineno: int, fields: list[str], count: int) -> list[int]:
+def _ints(path: Path, lineno: int, fields: list[str], count: int, hint: str = "") -> list[int]:
     try:
         values = [int(f.strip()) for f in fields[:count]]
     except ValueError:
@@ -36,8 +36,8 @@ def _ints(path: Path, lineno: int, fields: list[str], count: int) -> list[int]:
                             f"layer name, got {', '.join(fields[:count])}") from None
     if len(values) < count:
         raise WorkloadError(
-            f"{path}: line {lineno}: {len(values)} values after the layer name, needs {count} "
-            "(as in SCALE-Sim, a row's last field is dropped: end each row with a comma)"
+            f"{path}: line {lineno}: {len(values)} values after the layer name, needs {count}"
+            + (f" ({hint})" if hint else "")
         )
     if any(v <= 0 for v in values):
         raise WorkloadError(f"{path}: line {lineno}: needs {count} positive integers")
@@ -65,13 +65,19 @@ def load_topology_csv(path: str | os.PathLike, seed: int = 0) -> Graph:
         name = fields[0].strip() if fields else ""
         if not name:
             raise WorkloadError(f"{path}: line {lineno}: missing layer name")
+        if not row.endswith(","):
+            hint = "as in SCALE-Sim, a row's last field is dropped: end each row with a comma"
+        elif not gemm and len(fields) == 4:
+            hint = "a GEMM topology's header reads: Layer name, M, N, K"
+        else:
+            hint = ""
         if gemm:
-            m, n, k = _ints(path, lineno, fields[1:], 3)
+            m, n, k = _ints(path, lineno, fields[1:], 3, hint)
             x_shape, w_shape = (m, k), (k, n)
             op, out_shape = "MatMul", (m, n)
             attrs = dict(a_zero_point=0, b_zero_point=np.zeros(n, np.int64))
         else:
-            vals = _ints(path, lineno, fields[1:], 7)
+            vals = _ints(path, lineno, fields[1:], 7, hint)
             ih, iw, fh, fw, c, nf, sh = vals
             sw = _ints(path, lineno, fields[8:], 1)[0] if len(fields) > 8 else sh
             if fh > ih or fw > iw:
