@@ -455,3 +455,36 @@ def test_float_global_average_pool(shape, source, tmp_path_factory):
     model = make_model(nodes, [vi("x", elem, shape)], vi("y", TensorProto.FLOAT, [None] * 4),
                        inits)
     assert_same(model, {"x": x}, tmp_path_factory)
+
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kernel_shape=[2, 2]), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1,
+                                    count_include_pad=1),
+    dict(kernel_shape=[2, 3], strides=[1, 3]), dict(kernel_shape=[6, 7])])
+def test_int8_qdq_units_onnxruntime_leaves_unfused(pool, tmp_path_factory):
+    """int8 QDQ (quantize_static's default): onnxruntime turns a Q -> DQ pair into uint8 only if
+    one node reads the DQ, so a unit reading a shared tensor and writing a private one mixes
+    int8 and uint8 and runs unfused, in float: here the AveragePool (in MLAS's float summation
+    orders) and the Add (a float32 add)."""
+    rng = np.random.default_rng(19)
+    x = (rng.integers(-40, 40, (2, 3, 6, 7)) * 0.125).astype(np.float32)
+    q = [("s", np.float32(0.125)), ("z", np.int8(-3)), ("s2", np.float32(0.0625)),
+         ("z2", np.int8(5))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xf"]),
+             helper.make_node("AveragePool", ["xf"], ["af"], **pool),
+             helper.make_node("QuantizeLinear", ["af", "s", "z"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "s", "z"], ["a"]),
+             helper.make_node("Relu", ["xf"], ["rf"]),
+             helper.make_node("QuantizeLinear", ["rf", "s", "z"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["gf"]),
+             helper.make_node("QuantizeLinear", ["gf", "s2", "z2"], ["gq"]),
+             helper.make_node("DequantizeLinear", ["gq", "s2", "z2"], ["g"]),
+             helper.make_node("Add", ["a", "g"], ["yf"]),
+             helper.make_node("QuantizeLinear", ["yf", "s2", "z2"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s2", "z2"], ["y"])]
+    model = make_model(nodes, [vi("x", TensorProto.FLOAT, x.shape)],
+                       vi("y", TensorProto.FLOAT, [None] * 4), [const(n, v) for n, v in q])
+    assert_same(model, {"x": x}, tmp_path_factory)

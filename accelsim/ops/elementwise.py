@@ -1,5 +1,5 @@
 """Element-wise operators on quantized tensors: Relu, Clip, Sign, Add, Mul, IntegerAdd, Concat;
-BatchNormalization in float32."""
+BatchNormalization and FloatArithmetic (Add, Mul) in float32."""
 
 from __future__ import annotations
 
@@ -185,3 +185,16 @@ class BatchNormalization(Op):
         scale = np.asarray(self.attrs["scale"], np.float32).reshape(shape)
         bias = np.asarray(self.attrs["bias"], np.float32).reshape(shape)
         return [np.multiply(x, scale, dtype=np.float32) + bias]
+
+
+@register
+class FloatArithmetic(Op):
+    """Add or Mul (`kind`) of float32 tensors with numpy broadcasting: one float32 rounding, as
+    onnxruntime's float kernels."""
+
+    op_type = "FloatArithmetic"
+    shape = staticmethod(broadcast_shape)
+
+    def run(self, a, b):
+        fn = np.add if self.attrs["kind"] == "Add" else np.multiply
+        return [fn(a, b, dtype=np.float32)]

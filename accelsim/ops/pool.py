@@ -95,9 +95,11 @@ class GlobalAveragePool(Op):
         return [s.astype(np.int32)]
 
 
-def window_sums(x: np.ndarray, attrs) -> np.ndarray:
+def window_sums(x: np.ndarray, attrs, columns_first: bool = False) -> np.ndarray:
     """Per window [oh*sh - top, +kh) x [ow*sw - left, +kw), the sum of x over the part inside the
-    input (padding adds nothing), kernel row by row from zero, in x's dtype."""
+    input (padding adds nothing), kernel row by row from zero, in x's dtype; or `columns_first`,
+    each kernel column summed from zero and the column sums added in turn (MLAS's vector
+    kernel)."""
     (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
     top, left = attrs["pads"][:2]
     n, c, h, w = x.shape
@@ -106,6 +108,14 @@ def window_sums(x: np.ndarray, attrs) -> np.ndarray:
                   x.dtype)
     xp[:, :, top : top + h, left : left + w] = x
     total = np.zeros((n, c, oh, ow), x.dtype)
+    if columns_first:
+        for kx in range(kw):
+            column = np.zeros_like(total)
+            for ky in range(kh):
+                column += xp[:, :, ky : ky + (oh - 1) * sh + 1 : sh,
+                             kx : kx + (ow - 1) * sw + 1 : sw]
+            total += column
+        return total
     for ky in range(kh):
         for kx in range(kw):
             total += xp[:, :, ky : ky + (oh - 1) * sh + 1 : sh, kx : kx + (ow - 1) * sw + 1 : sw]
@@ -189,17 +199,45 @@ class FloatGlobalAveragePool(Op):
         return [(x[0], x[1], 1, 1)]
 
     def run(self, x):
-        n, c = x.shape[:2]
-        v = x.reshape(n * c, -1).astype(np.float32)
-        size = v.shape[1]
-        if self.attrs.get("nchwc"):
-            total, start = np.zeros(n * c, np.float32), 0
-        else:
-            start = size // 4 * 4
-            lanes = np.zeros((n * c, 4), np.float32)
-            for k in range(0, start, 4):
-                lanes = lanes + v[:, k : k + 4]
-            total = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
-        for k in range(start, size):
-            total = total + v[:, k]
-        return [np.divide(total, np.float32(size), dtype=np.float32).reshape(n, c, 1, 1)]
+        return [global_mean(x, bool(self.attrs.get("nchwc")))]
+
+
+def global_mean(x: np.ndarray, nchwc: bool) -> np.ndarray:
+    """FloatGlobalAveragePool's arithmetic: the float32 mean of each (n, c) plane."""
+    n, c = x.shape[:2]
+    v = x.reshape(n * c, -1).astype(np.float32)
+    size = v.shape[1]
+    if nchwc:
+        total, start = np.zeros(n * c, np.float32), 0
+    else:
+        start = size // 4 * 4
+        lanes = np.zeros((n * c, 4), np.float32)
+        for k in range(0, start, 4):
+            lanes = lanes + v[:, k : k + 4]
+        total = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
+    for k in range(start, size):
+        total = total + v[:, k]
+    return np.divide(total, np.float32(size), dtype=np.float32).reshape(n, c, 1, 1)
+
+
+@register
+class FloatAveragePool(Op):
+    """onnxruntime's float32 AveragePool on x86: a window the size of the unpadded input with
+    strides 1 takes MLAS's global kernel (global_mean); a stride along W of at most 2 its vector
+    kernel (window_sums columns first), except with both ceil_mode and count_include_pad; any
+    other the kernel rows in order. Each sum is divided by the window's part inside the padded
+    input (count_include_pad) or inside the input."""
+
+    op_type = "FloatAveragePool"
+    shape = staticmethod(average_pool_shape)
+
+    def run(self, x):
+        a = self.attrs
+        if (tuple(a["kernel_shape"]) == x.shape[2:] and not any(a["pads"])
+                and tuple(a["strides"]) == (1, 1)):
+            return [global_mean(x, False)]
+        columns = a["strides"][1] <= 2 and max(a["kernel_shape"]) <= 32 and not (
+            a["ceil_mode"] and a["count_include_pad"])
+        total = window_sums(x.astype(np.float32), a, columns_first=columns)
+        count = window_counts(x.shape[2:], a, cut_at_pads=True).astype(np.float32)
+        return [np.divide(total, count, dtype=np.float32)]

@@ -23,6 +23,8 @@ Operators and their attributes (the executor's ops in accelsim/ops/ give the exa
                 scales and zero points (see accelsim/ops/)
     SumPool, IntegerAdd: exact integer window sums and shifted residual sums (QONNX graphs)
     FloatGlobalAveragePool  float32, in onnxruntime's summation order (nchwc: in order)
+    FloatAveragePool  float32, AveragePool's attributes, in onnxruntime's summation orders
+    FloatArithmetic   float32 Add or Mul (kind) with broadcasting
     Relu, Clip  integer bounds in the quantized domain: lo, hi
     BatchNormalization  float32 y = x * scale[c] + bias[c] (folded as onnxruntime folds them)
     Lookup      table: one output code per input code (8-bit input; y = table[x - min]), the

@@ -9,6 +9,13 @@ DQ -> MaxPool/Reshape/... -> Q with equal parameters runs on the integers direct
 Each ONNX op has one small handler below; anything else is rejected naming the node and what it
 would need.
 
+In int8 QDQ graphs onnxruntime (x86) first turns Q -> DQ pairs into uint8, but not those of a
+tensor several nodes read (OnnxLowering.s8_to_u8_pairs); a node unit whose inputs and output then
+differ in type stays unfused, in float (OnnxLowering.qdq_domain). accelsim follows it: such an
+Add, Mul, GlobalAveragePool or AveragePool runs in float32 as onnxruntime's kernels, a Softmax is
+rejected, and a Conv/MatMul/Gemm keeps its integer form (onnxruntime convolves the dequantized
+floats: one step apart where its float rounding crosses a tie, rarely).
+
 Constant int4/uint4 weights (quantize_static's QInt4/QUInt4) are lowered like 8-bit ones, to the
 integer Conv/MatMul + Requantize an int4 machine computes. onnxruntime has no integer kernel for
 them: it convolves the dequantized floats in float32 (and may then leave a neighbouring Add
@@ -225,6 +232,7 @@ class OnnxLowering:
                 self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
                 self.initializer_types[node.output[0]] = node.attribute[0].t.data_type
                 self.consumed.add(i)
+        self.u8_pairs = self.s8_to_u8_pairs()
         if not any(n.op_type in QUANTIZED_OPS for n in self.onnx_nodes):
             raise UnsupportedError(
                 f"{self.source}: the graph has no quantized operators; accelsim runs integer "
@@ -248,6 +256,42 @@ class OnnxLowering:
         outputs = [self.materialize(o.name) for o in g.output]
         return Graph(g.name or Path(self.source).stem, self.tensors, self.nodes, inputs, outputs,
                      self.source)
+
+    def s8_to_u8_pairs(self) -> set[str]:
+        """The values of the int8 Q -> DQ pairs that onnxruntime turns into uint8 before it fuses
+        a QDQ graph (x86, QDQS8ToU8Transformer): a Q read by one DQ alone, with equal scalar
+        int8 zero points, and that DQ read once (onnxruntime first gives each further reader of
+        a DQ, a graph output too, its own copy, and a Q read by several DQs stays int8)."""
+        producers = {o: n for n in self.onnx_nodes for o in n.output}
+        pairs = set()
+        for dq in self.onnx_nodes:
+            q = producers.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or q.output[0] in self.graph_outputs:
+                continue
+            readers = len(self.consumers.get(dq.output[0], [])) + (
+                dq.output[0] in self.graph_outputs)
+            if len(self.consumers.get(q.output[0], [])) != 1 or readers > 1:
+                continue
+            zps = [n.input[2] if len(n.input) > 2 else "" for n in (q, dq)]
+            if all(self.initializer_types.get(z) == onnx.TensorProto.INT8
+                   and self.consts[z].size == 1 for z in zps) and (
+                    self.consts[zps[0]].item() == self.consts[zps[1]].item()):
+                pairs |= {q.output[0], dq.output[0]}
+        return pairs
+
+    def qdq_domain(self, node: onnx.NodeProto, inputs: list[str], q: onnx.NodeProto,
+                   y_type: ElemType) -> bool | None:
+        """How onnxruntime runs the node unit DQ(inputs) -> node -> Q: None when it leaves it
+        unfused, in float (its 8-bit inputs and output differ in type once int8 pairs are
+        turned into uint8), else whether it computes an int8 unit in uint8."""
+        kinds = set()
+        for name, etype in [(n, self.tensors[self.dq[n].int_name].type) for n in inputs] + [
+                (q.output[0], y_type)]:
+            if etype.bits == 8:
+                kinds.add(not etype.signed or name in self.u8_pairs)
+        if len(kinds) > 1:
+            return None
+        return y_type == INT8 and kinds == {True}
 
     def add_graph_input(self, vi: onnx.ValueInfoProto) -> str:
         tt = vi.type.tensor_type
@@ -604,14 +648,30 @@ def qlinear_binary(low: OnnxLowering, i: int, node) -> None:
 
 @handles("Add", "Mul")
 def qdq_binary(low: OnnxLowering, i: int, node) -> None:
-    """onnxruntime fuses DQ -> Add/Mul -> Q into QLinearAdd/QLinearMul."""
-    a, b = dq_input(low, node, node.input[0]), dq_input(low, node, node.input[1])
-    q, qc, c_type = fused_output(low, i, node)
-    low.emit(node.op_type, node.name, [a.int_name, b.int_name], q.output[0], c_type, qc,
-             uint8_domain=c_type == INT8, **binary_attrs(low, node, a.quant, b.quant, qc, c_type))
+    """onnxruntime fuses DQ -> Add/Mul -> Q into QLinearAdd/QLinearMul; where it does not (the
+    types differ, see qdq_domain; no single Q follows; float operands) it adds or multiplies
+    the floats, one float32 rounding, and so does accelsim."""
+    found = low.sole_q_consumer(node.output[0])
+    if found is not None and all(n in low.dq for n in node.input[:2]):
+        quant, zp_name = linear_params(low, found[1])
+        c_type = low.zp_type(found[1], zp_name)
+        domain = low.qdq_domain(node, list(node.input[:2]), found[1], c_type)
+        if domain is not None:
+            a, b = low.dq[node.input[0]], low.dq[node.input[1]]
+            low.consumed.add(found[0])
+            low.emit(node.op_type, node.name, [a.int_name, b.int_name], found[1].output[0],
+                     c_type, quant, uint8_domain=domain,
+                     **binary_attrs(low, node, a.quant, b.quant, quant, c_type))
+            return
+    xs = [low.materialize(n) for n in node.input[:2]]
+    if any(low.tensors[x].type.kind != "float" for x in xs):
+        raise low.fail(node, "an operand is an integer tensor without quantization parameters")
+    low.emit("FloatArithmetic", node.name, xs, node.output[0], FLOAT32, kind=node.op_type)
 
 
-def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
+def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str,
+                     uint8_domain: bool = False):
+    """onnxruntime's QLinearGlobalAveragePool (the same in either domain)."""
     shape = low.tensors[x].shape
     n = int(np.prod(shape[2:]))
     acc = low.emit("GlobalAveragePool", node.name, [x], f"{out}_acc", INT32,
@@ -621,30 +681,34 @@ def emit_global_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, 
     emit_requantize(low, node, acc, out, np.asarray([m], np.float32), y_quant, y_type, 1)
 
 
-def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str):
+def emit_average_pool(low, node, x: str, x_quant: Quant, y_quant: Quant, y_type, out: str,
+                      uint8_domain: bool = False):
     """onnxruntime's QLinearAveragePool: a window covering the whole unpadded input takes its
     global-pool path (integer sum, then requantize), any other the float32 window average (in
     uint8 for int8 QDQ graphs, see QLinearOp)."""
+    if any(q.scale.size != 1 for q in (x_quant, y_quant)):
+        raise low.fail(node, "per-channel quantization is not supported")
+    attrs = average_pool_attrs(low, node, low.tensors[x].shape)
+    if attrs["kernel_shape"] == tuple(low.tensors[x].shape[2:]) and not any(attrs["pads"]):
+        emit_global_pool(low, node, x, x_quant, y_quant, y_type, out)
+        return
+    low.emit("AveragePool", node.name, [x], out, y_type, y_quant, **attrs,
+             x_scale=float(x_quant.scale[0]), x_zero_point=int(x_quant.zero_point[0]),
+             y_scale=float(y_quant.scale[0]), y_zero_point=int(y_quant.zero_point[0]),
+             uint8_domain=uint8_domain)
+
+
+def average_pool_attrs(low: OnnxLowering, node, shape) -> dict:
     a = attrs_of(node)
-    shape = low.tensors[x].shape
     if len(shape) != 4:
         raise low.fail(node, "only 2-D AveragePool is supported")
     if any(d != 1 for d in a.get("dilations", (1, 1))):
         raise low.fail(node, "dilations are not supported")
-    if any(q.scale.size != 1 for q in (x_quant, y_quant)):
-        raise low.fail(node, "per-channel quantization is not supported")
     kernel = tuple(a["kernel_shape"])
-    pads = explicit_pads(low, node, a, shape[2:], kernel)
-    if kernel == tuple(shape[2:]) and not any(pads):
-        emit_global_pool(low, node, x, x_quant, y_quant, y_type, out)
-        return
-    low.emit("AveragePool", node.name, [x], out, y_type, y_quant, kernel_shape=kernel,
-             strides=tuple(a.get("strides", (1, 1))), pads=pads,
-             ceil_mode=bool(a.get("ceil_mode", 0)),
-             count_include_pad=bool(a.get("count_include_pad", 0)),
-             x_scale=float(x_quant.scale[0]), x_zero_point=int(x_quant.zero_point[0]),
-             y_scale=float(y_quant.scale[0]), y_zero_point=int(y_quant.zero_point[0]),
-             uint8_domain=y_type == INT8 and node.op_type == "AveragePool")
+    return dict(kernel_shape=kernel, strides=tuple(a.get("strides", (1, 1))),
+                pads=explicit_pads(low, node, a, shape[2:], kernel),
+                ceil_mode=bool(a.get("ceil_mode", 0)),
+                count_include_pad=bool(a.get("count_include_pad", 0)))
 
 
 POOLS = {"GlobalAveragePool": emit_global_pool, "AveragePool": emit_average_pool}
@@ -660,21 +724,37 @@ def qlinear_pool(low: OnnxLowering, i: int, node) -> None:
         low.qparams(node, inp[3], inp[4]), low.zp_type(node, inp[4]), node.output[0])
 
 
+UNFUSED = ("onnxruntime runs it in float32, unfused, which accelsim does not model: once it has "
+           "turned int8 Q/DQ pairs into uint8 (not those of a tensor several nodes read), its "
+           "input and output differ in type; quantize with uint8 activations (QUInt8) or in "
+           "QOperator format")
+
+
 @handles(*POOLS)
 def qdq_pool(low: OnnxLowering, i: int, node) -> None:
-    """DQ -> pool -> Q, fused by onnxruntime; a GlobalAveragePool elsewhere (on float data that
-    quantize_static left unquantized, or with a float output) runs in float32 as its kernel."""
-    if node.op_type == "GlobalAveragePool" and (
-            node.input[0] not in low.dq or low.sole_q_consumer(node.output[0]) is None):
+    """DQ -> pool -> Q, fused by onnxruntime; elsewhere (float data that quantize_static left
+    unquantized, a float output, a unit onnxruntime leaves unfused) the pool runs in float32 as
+    onnxruntime's kernels do."""
+    found = low.sole_q_consumer(node.output[0])
+    domain = None
+    if node.input[0] in low.dq and found is not None:
+        y_quant, zp_name = linear_params(low, found[1])
+        domain = low.qdq_domain(node, [node.input[0]], found[1], low.zp_type(found[1], zp_name))
+    if domain is None:
         x = low.materialize(node.input[0])
-        if low.tensors[x].type.kind != "float" or len(low.tensors[x].shape) != 4:
+        shape = low.tensors[x].shape
+        if low.tensors[x].type.kind != "float" or len(shape) != 4:
             raise low.fail(node, "only 2-D pooling of a float or dequantized input is supported")
-        low.emit("FloatGlobalAveragePool", node.name, [x], node.output[0], FLOAT32,
-                 nchwc=x in low.model_inputs and low.tensors[x].shape[1] % 8 == 0)
+        if node.op_type == "GlobalAveragePool":
+            low.emit("FloatGlobalAveragePool", node.name, [x], node.output[0], FLOAT32,
+                     nchwc=x in low.model_inputs and shape[1] % 8 == 0)
+        else:
+            low.emit("FloatAveragePool", node.name, [x], node.output[0], FLOAT32,
+                     **average_pool_attrs(low, node, shape))
         return
     x = dq_input(low, node, node.input[0])
     q, y_quant, y_type = fused_output(low, i, node)
-    POOLS[node.op_type](low, node, x.int_name, x.quant, y_quant, y_type, q.output[0])
+    POOLS[node.op_type](low, node, x.int_name, x.quant, y_quant, y_type, q.output[0], domain)
 
 
 def concat_attrs(axis, in_quants, y_quant) -> dict:
@@ -965,9 +1045,12 @@ def qdq_softmax(low: OnnxLowering, i: int, node) -> None:
     Softmax's axis (ONNX's default: 1 before opset 13, -1 from it; QLinearSoftmax's is -1)."""
     d = dq_input(low, node, node.input[0])
     q, y_quant, y_type = fused_output(low, i, node)
+    domain = low.qdq_domain(node, [node.input[0]], q, y_type)
+    if domain is None:
+        raise low.fail(node, UNFUSED)
     opset = next((o.version for o in low.model.opset_import if o.domain in ("", "ai.onnx")), 13)
     emit_softmax(low, node, d.int_name, d.quant, y_quant, y_type, q.output[0], opset,
-                 attrs_of(node).get("axis", -1 if opset >= 13 else 1), y_type == INT8)
+                 attrs_of(node).get("axis", -1 if opset >= 13 else 1), domain)
 
 
 def float_const(low: OnnxLowering, node, name: str, what: str) -> np.ndarray:
