@@ -203,9 +203,7 @@ def test_a_row_without_its_trailing_comma_says_so(capsys, tmp_path, text, got):
 def test_gemm_rows_under_another_header_say_what_a_gemm_header_is(capsys, tmp_path):
     """Only the header tells a GEMM topology from a conv one: M, K, N (or any other) was read
     as a conv row short of four values, with a hint about trailing commas it already had."""
-    path = write(tmp_path / "topo.csv", "Layer, M, K, N,
-g0, 64, 32, 16,
-")
+    path = write(tmp_path / "topo.csv", "Layer, M, K, N,\ng0, 64, 32, 16,\n")
     code, _, err = run_cli(capsys, "run", EDGE, path)
     assert_one_line_error(code, err, f"{path}: line 2: 3 values after the layer name, needs 7",
                           "a GEMM topology's header reads: Layer name, M, N, K")
