@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
+from onnx import load as onnx_load
+from onnx import save as onnx_save
 from test_onnxruntime_agreement import assert_same, const, make_model
 
 
@@ -456,6 +458,176 @@ def test_float_global_average_pool(shape, source, tmp_path_factory):
                        inits)
     assert_same(model, {"x": x}, tmp_path_factory)
 
+
+
+class RandomNet:
+    """A small random float CNN or MLP (seeded) of the ops an architect's network has, each
+    block's shapes from ONNX shape inference."""
+
+    ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish")
+    BLOCKS = ("conv", "conv", "bn", "pool", "residual", "se", "concat", "pad", "resize",
+              "transpose", "reshape")
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.k = [], [], 0
+        self.input_shape = (int(self.rng.choice([1, 2, 3])), int(self.rng.choice([1, 3])),
+                            int(self.rng.integers(5, 13)), int(self.rng.integers(5, 13)))
+
+    def const(self, value) -> str:
+        self.k += 1
+        self.inits.append(const(f"c{self.k}", np.asarray(value)))
+        return f"c{self.k}"
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        self.k += 1
+        self.nodes.append(helper.make_node(op, inputs, [f"t{self.k}"], name=f"{op}{self.k}",
+                                           **attrs))
+        return f"t{self.k}"
+
+    def floats(self, *shape, scale=1.0) -> str:
+        return self.const((self.rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def model(self, output: str, rank: int | None):
+        return make_model(self.nodes, [vi("input", TensorProto.FLOAT, self.input_shape)],
+                          vi(output, TensorProto.FLOAT, None if rank is None else [None] * rank),
+                          self.inits, opset=17)
+
+    def shape(self, x: str) -> tuple[int, ...]:
+        from onnx import shape_inference
+
+        inferred = shape_inference.infer_shapes(self.model(x, None), strict_mode=True)
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+            if v.name == x:
+                return tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
+        raise AssertionError(x)
+
+    def conv(self, x: str, out: int | None = None, pointwise: bool = False) -> str:
+        r, (_, c, h, w) = self.rng, self.shape(x)
+        kind = "pointwise" if pointwise else str(r.choice(["plain", "depthwise", "group"]))
+        group = c if kind == "depthwise" else (2 if kind == "group" and c % 2 == 0 else 1)
+        o = out or (c * int(r.integers(1, 3)) if kind == "depthwise" else int(r.integers(2, 9)))
+        o = o if o % group == 0 else group
+        k = (1, 1) if pointwise else [(3, 3), (1, 3), (3, 1), (2, 2), (5, 5)][r.integers(0, 5)]
+        d = [1, 1] if pointwise else [int(r.choice([1, 1, 2])) for _ in "hw"]
+        attrs = dict(kernel_shape=list(k), dilations=d, group=group,
+                     strides=[1, 1] if pointwise else [int(r.choice([1, 1, 2])) for _ in "hw"])
+        if pointwise:  # keeps the shape (residual and concatenated branches)
+            attrs["pads"] = [0, 0, 0, 0]
+        elif d == [1, 1] and r.random() < 0.25:
+            attrs["auto_pad"] = "SAME_UPPER"
+        else:
+            attrs["pads"] = [int(v) for v in r.integers(0, 3, 4)]
+            if min(n + attrs["pads"][i] + attrs["pads"][i + 2] - d[i] * (k[i] - 1)
+                   for i, n in enumerate((h, w))) < 1:
+                return self.conv(x, out, pointwise=True)
+        inputs = [x, self.floats(o, c // group, *k, scale=1.5 / np.sqrt(c // group * k[0] * k[1]))]
+        if r.random() < 0.7:
+            inputs.append(self.floats(o, scale=0.2))
+        return self.node("Conv", inputs, **attrs)
+
+    def act(self, x: str) -> str:
+        op = str(self.rng.choice(self.ACTIVATIONS))
+        if op == "Clip":
+            return self.node("Clip", [x, self.const(np.float32(0)), self.const(np.float32(6))])
+        return self.node(op, [x])
+
+    def block(self, x: str) -> str:
+        r, (_, c, h, w) = self.rng, self.shape(x)
+        kind = str(r.choice(self.BLOCKS))
+        if kind == "conv":
+            return self.act(self.conv(x))
+        if kind == "bn":
+            return self.node("BatchNormalization", [
+                x, self.const((r.random(c) + 0.5).astype(np.float32)), self.floats(c, scale=0.1),
+                self.floats(c, scale=0.1), self.const((r.random(c) + 0.5).astype(np.float32))])
+        if kind == "pool" and min(h, w) >= 3:
+            op = str(r.choice(["MaxPool", "AveragePool"]))
+            extra = {"count_include_pad": int(r.random() < 0.5)} if op == "AveragePool" else {}
+            return self.node(op, [x], kernel_shape=[int(r.choice([2, 3]))] * 2,
+                             strides=[int(r.choice([1, 2]))] * 2, pads=[0, 1, 1, 0],
+                             ceil_mode=int(r.random() < 0.3), **extra)
+        if kind == "residual":
+            return self.node("Add", [x, self.act(self.conv(x, out=c, pointwise=True))])
+        if kind == "se":
+            z = self.node("Conv", [self.node("GlobalAveragePool", [x]),
+                                   self.floats(c, c, 1, 1, scale=0.5)], kernel_shape=[1, 1])
+            return self.node("Mul", [x, self.node("Sigmoid", [z])])
+        if kind == "concat":
+            return self.node("Concat", [self.conv(x, pointwise=True),
+                                        self.conv(x, pointwise=True)], axis=1)
+        if kind == "pad":
+            return self.node("Pad", [x, self.const(np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64))])
+        if kind == "resize" and h * w < 100:
+            return self.node("Resize", [x, "", self.const(np.array([1, 1, 2, 2], np.float32))],
+                             mode="nearest")
+        if kind == "reshape" and h % 2 == 0:
+            return self.node("Reshape", [x, self.const(np.array([0, 2 * c, h // 2, w],
+                                                                np.int64))])
+        return self.node("Transpose", [x], perm=[0, 1, 3, 2])
+
+    def build(self):
+        r = self.rng
+        x = self.conv("input")
+        for _ in range(int(r.integers(1, 4))):
+            x = self.block(x)
+        head = str(r.choice(["Flatten", "Squeeze", "Reshape"]))
+        if head == "Reshape":
+            x = self.node("Reshape", [x, self.const(np.array([0, -1], np.int64))])
+        else:
+            x = self.node("GlobalAveragePool", [x])
+            x = self.node(head, [x, self.const(np.array([2, 3], np.int64))][: 1 + (
+                head == "Squeeze")])
+        for _ in range(int(r.integers(1, 3))):
+            f, o = self.shape(x)[1], int(r.integers(3, 12))
+            if r.random() < 0.5:
+                x = self.node("Gemm", [x, self.floats(o, f, scale=1 / np.sqrt(f)),
+                                       self.floats(o, scale=0.1)], transB=1)
+            else:
+                x = self.node("MatMul", [x, self.floats(f, o, scale=1 / np.sqrt(f))])
+            x = self.act(x) if r.random() < 0.5 else x
+        if r.random() < 0.4:
+            x = self.node("Softmax", [x])
+        return self.model(x, 2)
+
+
+class Calibration:
+    """quantize_static's calibration data: a few seeded random inputs."""
+
+    def __init__(self, shape, seed: int):
+        rng = np.random.default_rng(seed)
+        self.data = iter([{"input": (rng.standard_normal(shape) * 1.5).astype(np.float32)}
+                          for _ in range(3)])
+
+    def get_next(self):
+        return next(self.data, None)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_quantized_networks(seed, tmp_path):
+    """Random networks of the ops above, quantized by quantize_static in QDQ and QOperator
+    form, uint8 and int8 activations, per tensor and per channel, are bit-identical with
+    onnxruntime (weights in 7 bits: reduce_range, so that onnxruntime's uint8 x int8 kernel is
+    exact on CPUs without VNNI)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from test_onnxruntime_agreement import accelsim_run, ort_run
+
+    net = RandomNet(seed)
+    model = net.build()
+    float_path, path = tmp_path / "float.onnx", tmp_path / "model.onnx"
+    onnx_save(model, float_path)
+    quantize_static(str(float_path), str(path), Calibration(net.input_shape, seed),
+                    quant_format=[QuantFormat.QDQ, QuantFormat.QOperator][seed % 2],
+                    activation_type=[QuantType.QUInt8, QuantType.QInt8][seed // 2 % 2],
+                    weight_type=QuantType.QInt8, per_channel=seed // 4 % 2 == 1,
+                    reduce_range=True)
+    quantized = onnx_load(path)
+    x = (np.random.default_rng(seed + 100).standard_normal(net.input_shape) * 1.5
+         ).astype(np.float32)
+    ref = ort_run(quantized, {"input": x})
+    got = accelsim_run(quantized, {"input": x}, tmp_path)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {ref.size} differ"
 
 
 @pytest.mark.parametrize("pool", [
