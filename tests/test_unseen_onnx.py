@@ -634,13 +634,14 @@ def test_random_quantized_networks(seed, tmp_path):
     dict(kernel_shape=[2, 2]), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1,
                                     count_include_pad=1),
     dict(kernel_shape=[2, 3], strides=[1, 3]), dict(kernel_shape=[6, 7])])
-def test_int8_qdq_units_onnxruntime_leaves_unfused(pool, tmp_path_factory):
+@pytest.mark.parametrize("channels", [3, 8])
+def test_int8_qdq_units_onnxruntime_leaves_unfused(pool, channels, tmp_path_factory):
     """int8 QDQ (quantize_static's default): onnxruntime turns a Q -> DQ pair into uint8 only if
     one node reads the DQ, so a unit reading a shared tensor and writing a private one mixes
     int8 and uint8 and runs unfused, in float: here the AveragePool (in MLAS's float summation
-    orders) and the Add (a float32 add)."""
+    orders, NCHWc's for 8 channels) and the Add (a float32 add)."""
     rng = np.random.default_rng(19)
-    x = (rng.integers(-40, 40, (2, 3, 6, 7)) * 0.125).astype(np.float32)
+    x = (rng.integers(-40, 40, (2, channels, 6, 7)) * 0.125).astype(np.float32)
     q = [("s", np.float32(0.125)), ("z", np.int8(-3)), ("s2", np.float32(0.0625)),
          ("z2", np.int8(5))]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),

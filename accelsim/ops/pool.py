@@ -222,21 +222,23 @@ def global_mean(x: np.ndarray, nchwc: bool) -> np.ndarray:
 
 @register
 class FloatAveragePool(Op):
-    """onnxruntime's float32 AveragePool on x86: a window the size of the unpadded input with
-    strides 1 takes MLAS's global kernel (global_mean); a stride along W of at most 2 its vector
-    kernel (window_sums columns first), except with both ceil_mode and count_include_pad; any
-    other the kernel rows in order. Each sum is divided by the window's part inside the padded
-    input (count_include_pad) or inside the input."""
+    """onnxruntime's float32 AveragePool on x86 with AVX2: with C a multiple of 8 its NCHWc
+    kernel sums each window's kernel rows in order; otherwise a window the size of the unpadded
+    input with strides 1 takes MLAS's global kernel (global_mean), a stride along W of at most 2
+    its vector kernel (window_sums columns first) except with both ceil_mode and
+    count_include_pad, any other the kernel rows in order. Each sum is divided by the window's
+    part inside the padded input (count_include_pad) or inside the input."""
 
     op_type = "FloatAveragePool"
     shape = staticmethod(average_pool_shape)
 
     def run(self, x):
         a = self.attrs
-        if (tuple(a["kernel_shape"]) == x.shape[2:] and not any(a["pads"])
-                and tuple(a["strides"]) == (1, 1)):
+        nchwc = x.shape[1] % 8 == 0
+        if not nchwc and (tuple(a["kernel_shape"]) == x.shape[2:] and not any(a["pads"])
+                          and tuple(a["strides"]) == (1, 1)):
             return [global_mean(x, False)]
-        columns = a["strides"][1] <= 2 and max(a["kernel_shape"]) <= 32 and not (
+        columns = not nchwc and a["strides"][1] <= 2 and max(a["kernel_shape"]) <= 32 and not (
             a["ceil_mode"] and a["count_include_pad"])
         total = window_sums(x.astype(np.float32), a, columns_first=columns)
         count = window_counts(x.shape[2:], a, cut_at_pads=True).astype(np.float32)
