@@ -661,3 +661,45 @@ def test_int8_qdq_units_onnxruntime_leaves_unfused(pool, channels, tmp_path_fact
     model = make_model(nodes, [vi("x", TensorProto.FLOAT, x.shape)],
                        vi("y", TensorProto.FLOAT, [None] * 4), [const(n, v) for n, v in q])
     assert_same(model, {"x": x}, tmp_path_factory)
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_unnamed_nodes_and_a_written_out_batch(fmt, tmp_path):
+    """A hand-built network: no node names (ONNX allows it; each layer is then OpType_INDEX,
+    not one nameless layer the mapping refused) and a Reshape to (1, -1) in a batch-1 file, run
+    here at batch 3 (its batch is copied from the input; it was a ValueError traceback), equal to
+    onnxruntime run on each sample."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from test_onnxruntime_agreement import ort_run
+
+    from accelsim import load_hardware, simulate
+    from accelsim.execute import execute
+    from accelsim.workload import load_workload
+
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("w", rng.standard_normal((4, 1, 3, 3)).astype(np.float32)),
+        ("b", rng.standard_normal(4).astype(np.float32)),
+        ("shape", np.array([1, -1], np.int64)),
+        ("g", rng.standard_normal((144, 5)).astype(np.float32))]]
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["f"]),
+             helper.make_node("MatMul", ["f", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "unnamed", [vi("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [vi("y", TensorProto.FLOAT, [1, 5])], inits)
+    float_path, path = tmp_path / "float.onnx", tmp_path / "model.onnx"
+    onnx_save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), float_path)
+    quantize_static(str(float_path), str(path), Calibration((1, 1, 8, 8), 7),
+                    quant_format=getattr(QuantFormat, fmt), activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, reduce_range=True)
+    g = load_workload(path)
+    compute = [n.name for n in g.nodes if n.op in ("Conv", "MatMul")]
+    assert len(compute) == 2 and all(compute), compute
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    ref = np.concatenate([ort_run(onnx_load(path), {"input": x[i:i + 1]}) for i in range(3)])
+    got = execute(g, {"input": x})[g.outputs[0]]
+    assert got.shape == ref.shape and np.array_equal(got, ref)
+    result = simulate(load_hardware("hwconfigs/edge_int8_16x16.yaml"), g)
+    assert [r.name for r in result.layers if r.kind == "compute"] == compute

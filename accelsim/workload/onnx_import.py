@@ -99,7 +99,24 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         onnx.checker.check_model(model)
     except Exception as e:
         raise WorkloadError(f"{path}: invalid ONNX model: {str(e).splitlines()[0]}") from None
+    name_nodes(model)
     return model
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """ONNX lets nodes go unnamed (or share a name), but a layer is known by its node's name
+    (in the tables, in layer_voltage_v): such a node is named OpType_INDEX, its place in the
+    graph, as qonnx's GiveUniqueNodeNames does."""
+    taken = {n.name for n in model.graph.node if n.name}
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+        seen.add(node.name)
 
 
 def load_onnx(path: str | os.PathLike) -> Graph:
@@ -804,8 +821,12 @@ def layout_attrs(low: OnnxLowering, node, shape) -> tuple[str, dict]:
     if op == "Transpose":
         return "Transpose", dict(perm=tuple(a.get("perm", range(len(shape))[::-1])))
     if op == "Reshape":
-        target = low.const(node, node.input[1], "shape")
-        return "Reshape", dict(shape=tuple(int(d) for d in target))
+        target = tuple(int(d) for d in low.const(node, node.input[1], "shape"))
+        if target and shape and target[0] == shape[0]:
+            # The file's batch size written out (torch's x.view(x.size(0), -1), folded): copied
+            # from the input instead (the same at that size), so that other batch sizes run.
+            target = (0, *target[1:])
+        return "Reshape", dict(shape=target)
     if op in ("Squeeze", "Unsqueeze"):
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:

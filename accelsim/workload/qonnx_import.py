@@ -741,10 +741,6 @@ def layout(low: QonnxLowering, node) -> None:
     c = low.chain(node, node.input[0])
     t = low.tensors[c.src]
     op, attrs = layout_attrs(low, node, t.shape)
-    if op == "Reshape" and attrs["shape"] and attrs["shape"][0] == t.shape[0]:
-        # The file's batch size written out (x.view(x.size(0), -1) as exported, then folded):
-        # copied from the input instead, so that other batch sizes run.
-        attrs["shape"] = (0,) + attrs["shape"][1:]
     move_chain(low, node, c, op, attrs)
 
 
