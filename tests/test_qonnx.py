@@ -832,3 +832,22 @@ def test_unsigned_one_bit_quant_is_binary(narrow):
     x = rng.normal(0, 1, (2, 2, 5, 5)).astype(np.float32)
     assert_same_values(run_accelsim(model, x), run_qonnx(model, x)["y"])
     assert lower_qonnx(model, "t").tensors["a_int"].type == int_type(1, False)
+
+
+@pytest.mark.parametrize("domain", ["onnx.brevitas", "qonnx.custom_op.general"])
+def test_a_qonnx_op_accelsim_lacks_is_named_as_such(domain, tmp_path):
+    """A file whose only QONNX op is one accelsim does not run (FloatQuant) goes to the QONNX
+    importer, which names it; the ONNX importer said 'no quantized operators'."""
+    inits = [numpy_helper.from_array(np.float32(v), n)
+             for n, v in [("s", 1.0), ("e", 4), ("m", 3), ("b", 7), ("mx", 240)]]
+    node = helper.make_node("FloatQuant", ["x", "s", "e", "m", "b", "mx"], ["y"], domain=domain)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              inits)
+    path = tmp_path / "fq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid(domain, 1)]), path)
+    with pytest.raises(UnsupportedError, match=r"FloatQuant_0 \(FloatQuant\): operator not "
+                                               r"supported in QONNX graphs"):
+        load_workload(path)

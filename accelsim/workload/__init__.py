@@ -8,6 +8,11 @@ from pathlib import Path
 from accelsim.errors import WorkloadError
 from accelsim.workload.ir import Graph
 
+# A node of these domains (Brevitas's, FINN's, qonnx's) or ops makes a file QONNX, so that even a
+# QONNX op accelsim lacks (FloatQuant, MultiThreshold) is named by the QONNX importer.
+QONNX_DOMAINS = ("qonnx", "onnx.brevitas", "finn")
+QONNX_OPS = ("Quant", "BipolarQuant", "IntQuant", "Trunc")
+
 
 def load_workload(path: str | os.PathLike, seed: int = 0) -> Graph:
     """Load an ONNX (QOperator or QDQ), QONNX or SCALE-Sim CSV workload into the IR.
@@ -23,8 +28,7 @@ def load_workload(path: str | os.PathLike, seed: int = 0) -> Graph:
         from accelsim.workload.onnx_import import OnnxLowering, read_model
 
         model = read_model(path)
-        if any(n.domain.startswith("qonnx") or n.op_type in ("Quant", "BipolarQuant", "IntQuant",
-                                                             "Trunc")
+        if any(n.domain.startswith(QONNX_DOMAINS) or n.op_type in QONNX_OPS
                for n in model.graph.node):
             try:
                 from accelsim.workload.qonnx_import import lower_qonnx
