@@ -442,8 +442,12 @@ def run_point(point: Mapping[str, Any]) -> str:
     hw = load_hardware(point["hardware"], point["overrides"])
     graph = load_workload(point["workload"], seed=point["seed"])
     inputs, labels = _point_inputs(hw, graph, point["inputs"], point["seed"])
-    result = simulate(hw, graph, inputs, seed=point["seed"], trials=point["trials"],
-                      labels=labels)
+    try:
+        result = simulate(hw, graph, inputs, seed=point["seed"], trials=point["trials"],
+                          labels=labels)
+    except HardwareError as e:  # the machine met the workload: the message names the field
+        raise HardwareError(f"{point['hardware']} at {_canonical(point['overrides'])}: {e}"
+                            ) from None
     return result.to_json(indent=None)
 
 

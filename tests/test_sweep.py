@@ -237,7 +237,8 @@ def test_a_failing_point_stops_the_sweep_with_its_error_and_keeps_the_finished(t
     db = tmp_path / "results.sqlite"
     code = main(["sweep", str(EDGE), str(INT8), "--grid", "pe_array.precisions=[int8],[int4]",
                  "--workers", "1", "--db", str(db)])
-    assert_one_line_error(code, capsys.readouterr().err, "[int4] cannot run layer conv1")
+    assert_one_line_error(code, capsys.readouterr().err, str(EDGE),
+                          '{"pe_array.precisions":["int4"]}', "[int4] cannot run layer conv1")
     (point,) = stored(db)
     assert Result.from_json(stored(db)[point]).totals.cycles > 0
 
