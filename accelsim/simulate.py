@@ -144,8 +144,9 @@ def simulate(
         graph = load_workload(graph, seed=seed)
     toggle_model = hw.energy.model == "toggles"
     if toggle_model and inputs is None:
-        raise InputError("energy.model toggles needs inputs (--input or seeded data)")
-    if inputs is not None and trials < 1:
+        raise InputError("energy.model toggles needs inputs: it counts the toggles of the data "
+                         "the numerics run on (drop --timing-only, or set energy.model=table)")
+    if trials < 1:
         raise InputError(f"trials must be at least 1, got {trials}")
     phase = progress or no_progress
     phase(0, None, "mapping")

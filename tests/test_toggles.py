@@ -547,6 +547,9 @@ def test_cli_run_with_toggles(capsys):
     assert main(["run", str(EDGE), str(csv), "--set", "energy.model=toggles",
                  "--timing-only"]) == 2
     assert "energy.model toggles needs inputs" in capsys.readouterr().err
+    # --trials below 1 is refused on a timing-only run too (it was accepted without a word)
+    assert main(["run", str(EDGE), str(csv), "--timing-only", "--trials", "0"]) == 2
+    assert "trials must be at least 1, got 0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
