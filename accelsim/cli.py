@@ -216,10 +216,18 @@ _METRICS = [
 
 
 def corruption_rows(c: dict) -> list[tuple[str, str, str]]:
-    """(metric, mean, 95% interval) of a Result's corruption, for the metrics it has."""
+    """(metric, mean, 95% interval) of a Result's corruption, for the metrics it has. A null
+    mean is an infinite one (SNR): "no error" only when no trial had one."""
     m = c["metrics"]
-    return [(label, _mean(m[key], scale, unit), _interval(m[key], scale, unit))
-            for label, key, scale, unit in _METRICS if key in m]
+    rows = []
+    for label, key, scale, unit in _METRICS:
+        if key in m:
+            mean = _mean(m[key], scale, unit)
+            clean = [t.get(key) is None for t in c["per_trial"]]
+            if m[key]["mean"] is None and not all(clean):
+                mean = f"inf in {sum(clean)} of {len(clean)} trials"
+            rows.append((label, mean, _interval(m[key], scale, unit)))
+    return rows
 
 
 def _flips_by_buffer(c: dict) -> str | None:

@@ -18,7 +18,7 @@ from conftest import ROOT
 from rich.console import Console
 
 import accelsim
-from accelsim.cli import EXAMPLES, _short, main, parser, print_run
+from accelsim.cli import EXAMPLES, _short, corruption_rows, main, parser, print_run
 
 EDGE = ROOT / "hwconfigs" / "edge_int8_16x16.yaml"
 INT8 = ROOT / "workloads" / "digits_cnn_int8_qdq.onnx"
@@ -166,3 +166,13 @@ def test_help_shows_every_example(capsys):
         parser().parse_args(["--help"])
     out = capsys.readouterr().out
     assert EXAMPLES and all(example in out for example in EXAMPLES.values())
+
+
+def test_snr_of_trials_some_without_error():
+    """SNR's mean is null (infinite) when a trial has no error: 'no error' only when no trial
+    had one (a run with an error in one trial of two said 'no error')."""
+    summary = {"mean": None, "std": None, "ci95": [None, None], "n": 2}
+    some = {"metrics": {"snr_db": summary}, "per_trial": [{"snr_db": None}, {"snr_db": 31.9}]}
+    none = {"metrics": {"snr_db": summary}, "per_trial": [{"snr_db": None}, {"snr_db": None}]}
+    assert corruption_rows(some) == [("SNR", "inf in 1 of 2 trials", "")]
+    assert corruption_rows(none) == [("SNR", "no error", "")]
